@@ -1,0 +1,1 @@
+"""Plain-Python core of the dialog pack: no StackStorm imports below this package."""

@@ -1,0 +1,30 @@
+"""Errors the pack reports to a person: each says what to change, never a secret."""
+
+
+class DialogError(Exception):
+    """Base of every error the pack raises on purpose."""
+
+    def to_result(self):
+        return {"error": str(self)}
+
+
+class InputError(DialogError, ValueError):
+    """A parameter a user gave is not one the pack accepts."""
+
+    def __init__(self, field, message, allowed=None):
+        self.field = field
+        self.allowed = list(allowed) if allowed is not None else None
+        text = "%s: %s" % (field, message)
+        if self.allowed is not None:
+            text += "; allowed values: %s" % ", ".join(str(a) for a in self.allowed)
+        super().__init__(text)
+
+    def to_result(self):
+        result = {"error": str(self), "field": self.field}
+        if self.allowed is not None:
+            result["allowed"] = self.allowed
+        return result
+
+
+class CatalogError(DialogError):
+    """The tier catalog shipped with the pack is inconsistent (a bug in the pack)."""

@@ -1,0 +1,30 @@
+"""Named deployment targets from the pack config, resolved without ever exposing a secret."""
+
+from lib.errors import InputError
+
+SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+                 "digitalocean_token")
+REDACTED = "********"
+
+
+def resolve_profile(config, name=None):
+    """The profile called `name`, else the config's default profile.
+
+    With no profiles configured at all and none asked for by name, an empty profile is
+    returned: planning needs no credentials.
+    """
+    config = config or {}
+    profiles = config.get("profiles") or {}
+    chosen = name or config.get("default_profile") or "default"
+    if chosen in profiles:
+        return dict(profiles[chosen], name=chosen)
+    if not name and not profiles:
+        return {"name": chosen}
+    field = "profile" if name else "default_profile"
+    raise InputError(field, "no profile named %r in the pack config" % chosen, sorted(profiles))
+
+
+def redact(profile):
+    """A copy safe to log or return: every credential replaced by a fixed mask."""
+    return {key: (REDACTED if key in SECRET_FIELDS and value else value)
+            for key, value in profile.items()}

@@ -1,0 +1,67 @@
+"""Plain-text tables for people reading results in the st2 CLI or in chat."""
+
+
+def format_table(headers, rows):
+    """Left-aligned columns separated by two spaces; every cell is turned into text."""
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _ports(rule):
+    if rule["from_port"] == rule["to_port"]:
+        return str(rule["from_port"])
+    return "%d-%d" % (rule["from_port"], rule["to_port"])
+
+
+def _disks(disks):
+    return ", ".join("%d %s %s" % (d["size_gb"], d["kind"], d["purpose"]) for d in disks) or "-"
+
+
+def _capacity(capacity):
+    if capacity["users_max"] is None:
+        return "%d+ users" % capacity["users_min"]
+    return "%d-%d users" % (capacity["users_min"], capacity["users_max"])
+
+
+def render_plan(plan):
+    """A summary of a plan as the operator reviews it before provisioning."""
+    where = plan["provider"]
+    if plan["provider"] != "static":
+        where += " " + plan["region"]
+    if plan.get("droplet_class"):
+        where += " (%s droplets)" % plan["droplet_class"]
+    out = ['Plan for deployment "%s": %s, %s, on %s'
+           % (plan["deployment"], plan["title"], _capacity(plan["capacity"]), where), ""]
+    out.append(format_table(
+        ["HOST", "ROLES", "SIZE", "CPUS", "MEM GB", "DISKS (GB)", "PUBLIC IPS"],
+        [[h["name"], ",".join(h["roles"]), h["size"] or "operator host", h["cpus"],
+          h["memory_gb"], _disks(h["disks"]), h["public_ips"] or "-"] for h in plan["hosts"]]))
+    for vip in plan["floating_ips"]:
+        out.append("Floating IP %s moves between %s" % (vip["name"], ", ".join(vip["hosts"])))
+    for title, source in (("Open to the internet", "public"),
+                          ("Open only between the deployment's hosts", "internal")):
+        grouped = {}
+        for rule in plan["firewall"]:
+            if rule["source"] == source:
+                grouped.setdefault((rule["role"], rule["protocol"]), []).append(_ports(rule))
+        if grouped:
+            out += ["", title + ":"]
+            out.append(format_table(["ROLE", "PROTO", "PORTS"],
+                                    [[role, proto, ", ".join(ports)]
+                                     for (role, proto), ports in grouped.items()]))
+    ssh = [r for r in plan["firewall"] if r["source"] == "admin"]
+    for rule in ssh:
+        out.append("")
+        if rule["cidrs"]:
+            out.append("SSH (tcp %s) open to: %s" % (_ports(rule), ", ".join(rule["cidrs"])))
+        else:
+            out.append("SSH (tcp %s) closed: no admin_networks given" % _ports(rule))
+    totals = plan["totals"]
+    out += ["", "Totals: %d hosts, %d cpus, %d GB memory, %d GB disk, %d public IPs"
+            % (totals["hosts"], totals["cpus"], totals["memory_gb"], totals["disk_gb"],
+               plan["public_ips"])]
+    return "\n".join(out)

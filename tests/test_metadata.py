@@ -1,0 +1,149 @@
+"""Pack metadata as StackStorm and the Exchange check it: pack.yaml, action YAMLs, config."""
+
+import glob
+import importlib.util
+import inspect
+import os
+import re
+
+import pytest
+import yaml
+
+from local_runner import RunnerError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACTION_FILES = sorted(glob.glob(os.path.join(ROOT, "actions", "*.yaml")))
+ST2_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
+SECRET_NAME = re.compile(r"(token|secret|password|passphrase|private_key|access_key)")
+
+
+def load(path):
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def action_class(meta):
+    path = os.path.join(ROOT, "actions", meta["entry_point"])
+    spec = importlib.util.spec_from_file_location("entry_" + meta["name"], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+               if c.__module__ == module.__name__ and hasattr(c, "run")]
+    assert len(classes) == 1, classes
+    return classes[0]
+
+
+def test_pack_yaml_follows_exchange_conventions():
+    pack = load(os.path.join(ROOT, "pack.yaml"))
+    assert pack["ref"] == "dialog"
+    assert re.match(r"^\d+\.\d+\.\d+$", pack["version"])
+    assert pack["python_versions"] == ["3"]
+    assert pack["stackstorm_version"] == ">=3.8.0"
+    for key in ("name", "description", "keywords", "author", "email"):
+        assert pack[key], key
+    with open(os.path.join(ROOT, "CHANGES.md"), encoding="utf-8") as handle:
+        assert "## %s" % pack["version"] in handle.read(), "CHANGES.md lacks this version"
+    for name in ("README.md", "LICENSE", "icon.png", "requirements.txt",
+                 "requirements-tests.txt", "config.schema.yaml", "dialog.yaml.example"):
+        assert os.path.isfile(os.path.join(ROOT, name)), name
+    for folder in ("actions", "sensors", "rules", "workflows", "aliases", "policies", "tests"):
+        assert os.path.isdir(os.path.join(ROOT, folder)), folder
+
+
+def test_workflows_are_reachable_from_actions_through_a_relative_link():
+    link = os.path.join(ROOT, "actions", "workflows")
+    assert os.path.islink(link) and os.readlink(link) == "../workflows"
+
+
+def test_runtime_requirements_are_bounded_ranges():
+    with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as handle:
+        lines = [x.strip() for x in handle if x.strip() and not x.startswith("#")]
+    assert lines
+    for line in lines:
+        assert ">=" in line and "<" in line.replace("<=", ""), line
+
+
+@pytest.mark.parametrize("path", ACTION_FILES, ids=os.path.basename)
+def test_action_metadata(path):
+    meta = load(path)
+    assert meta["name"] == os.path.splitext(os.path.basename(path))[0]
+    assert meta.get("pack", "dialog") == "dialog"
+    assert meta["description"] and meta["enabled"] is True
+    assert meta["runner_type"] in ("python-script", "orquesta")
+    entry = os.path.join(ROOT, "actions", meta["entry_point"])
+    assert os.path.isfile(entry), meta["entry_point"]
+    parameters = meta.get("parameters") or {}
+    positions = [p["position"] for p in parameters.values() if "position" in p]
+    assert sorted(positions) == list(range(len(positions))), "positions unique, from 0"
+    for name, spec in parameters.items():
+        assert spec.get("type") in ST2_TYPES, name
+        assert spec.get("description"), name
+        if SECRET_NAME.search(name):
+            assert spec.get("secret") is True, "%s must be secret: true" % name
+        if "enum" in spec and "default" in spec:
+            assert spec["default"] in spec["enum"], name
+
+
+@pytest.mark.parametrize("path", [p for p in ACTION_FILES
+                                  if load(p)["runner_type"] == "python-script"],
+                         ids=os.path.basename)
+def test_python_action_run_signature_matches_parameters(path):
+    meta = load(path)
+    parameters = meta.get("parameters") or {}
+    signature = inspect.signature(action_class(meta).run)
+    arguments = {n: p for n, p in signature.parameters.items() if n != "self"}
+    assert set(arguments) == set(parameters)
+    for name, spec in parameters.items():
+        has_default = arguments[name].default is not inspect.Parameter.empty
+        assert has_default != bool(spec.get("required")), name
+        if "default" in spec:
+            assert arguments[name].default == spec["default"], name
+
+
+def _walk(schema, path=()):
+    for name, spec in (schema or {}).items():
+        yield path + (name,), spec
+        if isinstance(spec, dict):
+            yield from _walk(spec.get("properties"), path + (name,))
+            extra = spec.get("additionalProperties")
+            if isinstance(extra, dict):
+                yield from _walk(extra.get("properties"), path + (name, "*"))
+            if isinstance(spec.get("items"), dict):
+                yield from _walk(spec["items"].get("properties"), path + (name, "[]"))
+
+
+def test_every_credential_in_the_config_schema_is_secret():
+    schema = load(os.path.join(ROOT, "config.schema.yaml"))
+    credentials = [(p, s) for p, s in _walk(schema) if SECRET_NAME.search(p[-1])]
+    assert len(credentials) >= 4
+    for path, spec in credentials:
+        assert spec.get("secret") is True, ".".join(path)
+
+
+def test_example_config_validates_against_the_schema():
+    config = load_config(pack_root=ROOT, config_path=os.path.join(ROOT, "dialog.yaml.example"))
+    assert config["default_profile"] in config["profiles"]
+
+
+@pytest.mark.parametrize("broken", [
+    "profiles:\n  p:\n    provider: gcp\n",
+    "profiles:\n  p:\n    region: fra1\n",
+    "profiles:\n  p:\n    provider: aws\n    aws_secret: x\n",
+    "profiles:\n  p:\n    provider: static\n    hosts:\n      - {name: a, roles: [web]}\n",
+])
+def test_config_schema_refuses_what_it_should(tmp_path, broken):
+    path = tmp_path / "dialog.yaml"
+    path.write_text(broken)
+    with pytest.raises(RunnerError):
+        load_config(pack_root=ROOT, config_path=str(path))
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_second():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    section = readme.split("## Quick start", 1)[1]
+    block = section.split("```", 2)[1]
+    commands = [x for x in block.splitlines()[1:] if x.strip()]
+    assert len(commands) == 2, commands
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
+        assert commands[1] in handle.read().replace("exec ", "")
