@@ -1,5 +1,4 @@
 from dialog_action import DialogAction, reports_errors
-from lib.planner import build_plan
 from lib.tables import render_plan
 
 
@@ -8,17 +7,12 @@ class PlanAction(DialogAction):
 
     @reports_errors
     def run(self, tier, provider=None, region=None, deployment="dialog", with_storage=False,
-            cassandra_nodes=None, storage_nodes=None, droplet_class="standard",
-            admin_networks=None, profile=None):
-        settings = self.profile(profile)
-        provider = provider or settings.get("provider") or "aws"
-        if not region and settings.get("provider") == provider:
-            region = settings.get("region")
-        if admin_networks is None:
-            admin_networks = settings.get("admin_networks")
-        plan = build_plan(tier, provider=provider, region=region, deployment=deployment,
-                          with_storage=with_storage, cassandra_nodes=cassandra_nodes,
-                          storage_nodes=storage_nodes, droplet_class=droplet_class,
-                          admin_networks=admin_networks)
+            cassandra_nodes=None, storage_nodes=None, dialog_servers=None,
+            droplet_class="standard", admin_networks=None, profile=None):
+        _, plan = self.plan(profile, tier, provider=provider, region=region,
+                            admin_networks=admin_networks, deployment=deployment,
+                            with_storage=with_storage, cassandra_nodes=cassandra_nodes,
+                            storage_nodes=storage_nodes, dialog_servers=dialog_servers,
+                            droplet_class=droplet_class)
         print(render_plan(plan))
         return plan

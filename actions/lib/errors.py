@@ -28,3 +28,19 @@ class InputError(DialogError, ValueError):
 
 class CatalogError(DialogError):
     """The tier catalog shipped with the pack is inconsistent (a bug in the pack)."""
+
+
+class ProviderError(DialogError):
+    """A provider refused or failed a request; the message says which profile and provider."""
+
+
+class CredentialsError(ProviderError):
+    """The provider refused the profile's credentials."""
+
+
+class QuotaError(ProviderError):
+    """The provider's account limits do not allow what the plan asks for."""
+
+
+class ResourceFailed(ProviderError):
+    """A resource ended in a failed state, or did not become ready in time."""

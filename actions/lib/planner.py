@@ -19,7 +19,7 @@ PUBLIC_CIDRS = ["0.0.0.0/0", "::/0"]
 SSH_PORT = 22
 
 
-def _choose(field, value, allowed):
+def choose(field, value, allowed):
     if value not in allowed:
         raise InputError(field, "unknown value %r" % (value,), allowed)
     return value
@@ -35,7 +35,7 @@ def validate_deployment_name(deployment):
     return deployment
 
 
-def _validate_region(catalog, provider, region):
+def validate_region(catalog, provider, region):
     spec = catalog.provider(provider)
     if not region:
         return spec["default_region"]
@@ -158,11 +158,11 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
                admin_networks=None, dialog_servers=None, catalog=None):
     """Validate every input, then expand the tier into hosts, addresses and firewall rules."""
     catalog = catalog or default_catalog()
-    tier = _choose("tier", tier, catalog.tier_names)
-    provider = _choose("provider", provider, list(PROVIDERS))
-    droplet_class = _choose("droplet_class", droplet_class or "standard", list(DROPLET_CLASSES))
+    tier = choose("tier", tier, catalog.tier_names)
+    provider = choose("provider", provider, list(PROVIDERS))
+    droplet_class = choose("droplet_class", droplet_class or "standard", list(DROPLET_CLASSES))
     deployment = validate_deployment_name(deployment)
-    region = _validate_region(catalog, provider, region)
+    region = validate_region(catalog, provider, region)
     networks = _validate_networks(admin_networks)
     spec = catalog.tier(tier)
     servers = _servers_for(tier, spec, bool(with_storage))

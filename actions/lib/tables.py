@@ -1,5 +1,7 @@
 """Plain-text tables for people reading results in the st2 CLI or in chat."""
 
+from lib.providers.base import summarize
+
 
 def format_table(headers, rows):
     """Left-aligned columns separated by two spaces; every cell is turned into text."""
@@ -65,3 +67,29 @@ def render_plan(plan):
             % (totals["hosts"], totals["cpus"], totals["memory_gb"], totals["disk_gb"],
                plan["public_ips"])]
     return "\n".join(out)
+
+
+def render_changes(changes, dry_run=False):
+    """The change set, Terraform style: one line per change, then the counts."""
+    if not changes:
+        return "No changes: the provider already matches the plan."
+    marks = {"create": "+", "update": "~", "delete": "-"}
+    counts = summarize(changes)
+    table = format_table(["", "KIND", "NAME", "DETAIL"],
+                         [[marks[c["action"]], c["kind"], c["name"], c["detail"]]
+                          for c in changes])
+    return "%s\n\n%s %d to add, %d to change, %d to destroy." % (
+        table, "Dry run, nothing changed:" if dry_run else "Applied:",
+        counts["create"], counts["update"], counts["delete"])
+
+
+def render_hosts(hosts):
+    """An inventory: what each host is and where it can be reached."""
+    if not hosts:
+        return "No hosts."
+    return format_table(
+        ["HOST", "ROLES", "SIZE", "STATE", "PRIVATE", "PUBLIC", "VOLUMES (GB)"],
+        [[h["name"], ",".join(h["roles"]), h.get("size") or "-", h.get("state") or "-",
+          h.get("private_address") or "-", ", ".join(h.get("public_addresses") or []) or "-",
+          ", ".join(str(v["size_gb"]) for v in h.get("volumes") or []) or "-"]
+         for h in hosts])

@@ -1,0 +1,23 @@
+from dialog_action import DialogAction, reports_errors
+from lib.errors import InputError
+from lib.planner import validate_deployment_name
+from lib.providers.base import summarize
+from lib.tables import render_changes
+
+
+class DestroyAction(DialogAction):
+    """dialog.destroy: delete everything tagged with the deployment, after confirmation."""
+
+    @reports_errors
+    def run(self, deployment, confirm, provider=None, region=None, profile=None,
+            dry_run=False):
+        validate_deployment_name(deployment)
+        if confirm != deployment:
+            raise InputError("confirm", "type the deployment name (%s) again to destroy it"
+                             % deployment)
+        settings, provider, region = self.target(profile, provider, region)
+        driver = self.driver(settings, provider, region)
+        changes = driver.destroy(deployment, dry_run=dry_run)
+        print(render_changes(changes, dry_run=dry_run))
+        return {"deployment": deployment, "provider": provider, "region": driver.region,
+                "dry_run": dry_run, "changes": changes, "summary": summarize(changes)}

@@ -1,0 +1,1068 @@
+"""The AWS driver: reconciles EC2 to a plan, finding every resource again by its tags.
+
+Crash safety rests on three rules: a resource is tagged in the call that creates it
+(TagSpecifications), every run reads the state back from AWS, and each step does only what
+that state lacks. A run that died half-way is finished by the next one; nothing is kept locally.
+"""
+
+import contextlib
+import hashlib
+
+import boto3
+import botocore.loaders
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
+                                 EndpointConnectionError, NoCredentialsError,
+                                 PartialCredentialsError, WaiterError)
+
+from lib.catalog import default_catalog
+from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
+from lib.planner import validate_deployment_name
+from lib.profiles import SECRET_FIELDS
+from lib.providers import base
+from lib.providers.base import (MANAGED_BY, TAG_DEPLOYMENT, TAG_GROUP, TAG_INDEX, TAG_MANAGED,
+                                TAG_ROLES, change)
+
+DEBIAN_OWNER = "136693071363"
+DEBIAN_NAME = "debian-12-amd64-*"
+VPC_CIDR = "10.40.0.0/16"
+SUBNET_CIDR = "10.40.0.0/20"
+DATA_DEVICES = "fghijklmnop"
+SESSION_NAME = "stackstorm-dialog"
+
+TAG_BATCH = "dialog:batch"        # instance: the host indexes of its RunInstances, e.g. "4,5"
+TAG_DISKS = "dialog:disks"        # instance: device=purpose:kind, e.g. "xvda=system:ssd,sdf=..."
+TAG_ROLE = "dialog:role"          # security group: its role, or HOSTS for the deployment group
+TAG_HOST = "dialog:host"          # elastic IP: the host it belongs to
+TAG_SLOT = "dialog:slot"          # elastic IP: which of the host's addresses (1-based)
+TAG_FLOATING = "dialog:floating"  # elastic IP: the plan's floating address name
+HOSTS = "hosts"
+
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+READ_PREFIXES = ("Describe", "Get", "List")
+CREDENTIAL_CODES = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId",
+                    "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired", "AccessDenied",
+                    "InvalidAccessKeyId", "OptInRequired", "UnrecognizedClientException"}
+PERMISSION_CODES = {"UnauthorizedOperation", "AccessDenied"}
+QUOTA_CODES = {"InsufficientFreeAddressesInSubnet", "MaxSpotInstanceCountExceeded",
+               "InsufficientInstanceCapacity"}
+THROTTLE_CODES = {"RequestLimitExceeded", "Throttling", "ThrottlingException"}
+SIZE_CODES = {"InvalidParameterValue", "Unsupported", "InvalidInstanceType",
+              "InvalidParameterCombination"}
+IN_USE_CODES = {"DependencyViolation", "InvalidGroup.InUse", "InvalidIPAddress.InUse"}
+
+# botocore's service models are large; one loader parses them once per process for every
+# driver (a sensor or a benchmark makes many), instead of once per session.
+_LOADER = botocore.loaders.create_loader()
+
+
+def _new_session(**kwargs):
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    session = boto3.Session(botocore_session=core, **kwargs)
+    # boto3 appends its data directory to the loader's search path on every Session.
+    _LOADER.search_paths[:] = list(dict.fromkeys(_LOADER.search_paths))
+    return session
+
+
+def _tags(resource):
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def _tag_list(tags):
+    return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
+
+
+def _code(exc):
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _token(seed, attempt):
+    """RunInstances ClientToken: the same for a retry of one launch, so AWS runs it once."""
+    return "dialog-" + hashlib.sha256(("%s|%d" % (seed, attempt)).encode()).hexdigest()[:48]
+
+
+def _host_key(instance):
+    """(group, index) of an instance: its index tag, else its place in the batch it came in."""
+    tags = _tags(instance)
+    group = tags.get(TAG_GROUP)
+    try:
+        if TAG_INDEX in tags:
+            return group, int(tags[TAG_INDEX])
+        batch = tags[TAG_BATCH].split(",")
+        return group, int(batch[instance["AmiLaunchIndex"]])
+    except (KeyError, IndexError, ValueError):
+        return group, None
+
+
+def _record(raw):
+    """The parts of a DescribeInstances entry the driver works with."""
+    nics = sorted(raw.get("NetworkInterfaces") or [],
+                  key=lambda n: (n.get("Attachment") or {}).get("DeviceIndex", 0))
+    nic = nics[0] if nics else {}
+    ips = sorted(nic.get("PrivateIpAddresses") or [], key=lambda p: not p.get("Primary"))
+    group, index = _host_key(raw)
+    tags = _tags(raw)
+    return {
+        "id": raw["InstanceId"], "group": group, "index": index, "tags": tags,
+        "size": raw.get("InstanceType"), "state": raw["State"]["Name"],
+        "eni": nic.get("NetworkInterfaceId"),
+        "private_ips": [p["PrivateIpAddress"] for p in ips],
+        "launched": str(raw.get("LaunchTime", "")),
+        "devices": {m["DeviceName"]: m["Ebs"]["VolumeId"]
+                    for m in raw.get("BlockDeviceMappings") or [] if "Ebs" in m},
+        "auto_delete": {m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings") or []
+                        if m.get("Ebs", {}).get("DeleteOnTermination")},
+    }
+
+
+def _flatten(permissions, key_of_group):
+    """IpPermissions as a set of (protocol, from, to, kind, value); group ids become role keys."""
+    rules = set()
+    for perm in permissions:
+        proto = {"6": "tcp", "17": "udp"}.get(perm["IpProtocol"], perm["IpProtocol"].lower())
+        low, high = perm.get("FromPort"), perm.get("ToPort")
+        for item in perm.get("IpRanges") or []:
+            rules.add((proto, low, high, "cidr", item["CidrIp"]))
+        for item in perm.get("Ipv6Ranges") or []:
+            rules.add((proto, low, high, "cidr", item["CidrIpv6"]))
+        for item in perm.get("UserIdGroupPairs") or []:
+            rules.add((proto, low, high, "group", key_of_group(item["GroupId"])))
+    return rules
+
+
+def _permissions(rules, group_id_of):
+    """The inverse of _flatten: one IpPermissions entry per protocol and port range."""
+    merged = {}
+    for proto, low, high, kind, value in sorted(rules, key=str):
+        perm = merged.setdefault((proto, low, high), {"IpProtocol": proto})
+        if low is not None:
+            perm.update(FromPort=low, ToPort=high)
+        if kind == "group":
+            perm.setdefault("UserIdGroupPairs", []).append({"GroupId": group_id_of(value)})
+        elif ":" in value:
+            perm.setdefault("Ipv6Ranges", []).append({"CidrIpv6": value})
+        else:
+            perm.setdefault("IpRanges", []).append({"CidrIp": value})
+    return list(merged.values())
+
+
+def _describe_rules(rules, group_names):
+    by_ports = {}
+    for proto, low, high, kind, value in sorted(rules, key=str):
+        ports = str(low) if low == high else "%s-%s" % (low, high)
+        source = group_names.get(value, value) if kind == "group" else value
+        by_ports.setdefault("%s %s" % (proto, ports), []).append(source)
+    return ["%s from %s" % (ports, ", ".join(sources)) for ports, sources in by_ports.items()]
+
+
+def _private_ips_needed(plan, host):
+    """A host needs one private address per Elastic IP it holds (floating ones included)."""
+    floating = sum(1 for f in plan["floating_ips"] if f["hosts"] and f["hosts"][0] == host["name"])
+    return max(1, host["public_ips"] + floating)
+
+
+class _State:
+    """What exists for one deployment, read from AWS at the start of a run."""
+
+    def __init__(self, deployment):
+        self.deployment = deployment
+        self.vpc = self.subnet = self.gateway = self.route_table = None
+        self.vpc_id = self.subnet_id = None
+        self.own_network = True
+        self.groups = {}        # role key -> security group
+        self.instances = []     # _record() of every live instance
+        self.addresses = []
+        self.image = None
+        self.created = set()    # host keys launched in this run
+
+    def group_key(self, group_id):
+        for key, group in self.groups.items():
+            if group["GroupId"] == group_id:
+                return key
+        return group_id
+
+    def group_id(self, key):
+        return self.groups[key]["GroupId"] if key in self.groups else key
+
+
+class Driver(base.Driver):
+    """EC2 instances, EBS volumes, Elastic IPs, security groups and (unless the profile names
+    one) a VPC of its own, all tagged with the deployment."""
+
+    name = "aws"
+    WAIT_DELAY = 5          # seconds between polls of instance state
+    WAIT_ATTEMPTS = 120     # polls before giving up (10 minutes)
+    MAX_ATTEMPTS = 8        # botocore attempts per request, retries of throttling included
+    CONNECT_TIMEOUT = 10
+    READ_TIMEOUT = 60
+
+    def __init__(self, profile, region, calls=None, progress=None, wait_delay=None,
+                 wait_attempts=None, max_attempts=None, client_hook=None, catalog=None):
+        """client_hook: callable(client) run on every boto3 client the driver makes, e.g. to
+        register botocore event handlers (the AWS emulator's throttling uses it)."""
+        super().__init__(profile, region, calls=calls, progress=progress)
+        self.wait_delay = self.WAIT_DELAY if wait_delay is None else wait_delay
+        self.wait_attempts = self.WAIT_ATTEMPTS if wait_attempts is None else wait_attempts
+        self.max_attempts = max_attempts or self.MAX_ATTEMPTS
+        self.client_hook = client_hook
+        self.catalog = catalog or default_catalog()
+        self._ec2 = None
+        self._where = "profile %r (aws, %s)" % (str(profile.get("name") or "default"), region)
+
+    # ---- sessions and clients ----------------------------------------------------------------
+
+    @property
+    def ec2(self):
+        if self._ec2 is None:
+            with self._errors():
+                self._ec2 = self._client(self._session(), "ec2")
+        return self._ec2
+
+    def _session(self):
+        keys = {k: self.profile[k] for k in
+                ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+                if self.profile.get(k)}
+        if ("aws_access_key_id" in keys) != ("aws_secret_access_key" in keys):
+            raise PartialCredentialsError(provider="profile", cred_var="aws_secret_access_key")
+        session = _new_session(region_name=self.region, **keys)
+        role = self.profile.get("aws_role_arn")
+        if not role:
+            return session
+        sts = self._client(session, "sts")
+        creds = sts.assume_role(RoleArn=role, RoleSessionName=SESSION_NAME)["Credentials"]
+        return _new_session(region_name=self.region, aws_access_key_id=creds["AccessKeyId"],
+                            aws_secret_access_key=creds["SecretAccessKey"],
+                            aws_session_token=creds["SessionToken"])
+
+    def _client(self, session, service):
+        config = Config(region_name=self.region, connect_timeout=self.CONNECT_TIMEOUT,
+                        read_timeout=self.READ_TIMEOUT, user_agent_extra=SESSION_NAME,
+                        retries={"mode": "standard", "max_attempts": self.max_attempts})
+        # endpoint_url=None leaves boto3's own AWS_ENDPOINT_URL* variables in charge.
+        client = session.client(service, region_name=self.region, config=config,
+                                endpoint_url=self.profile.get("endpoint_url") or None)
+        client.meta.events.register("after-call", self._after_call)
+        if self.client_hook:
+            self.client_hook(client)
+        return client
+
+    def _after_call(self, http_response, model, **_):
+        # after-call fires once per API call, after botocore's retries, and for failed calls
+        # too: only calls AWS carried out are recorded.
+        if http_response is None or http_response.status_code >= 300:
+            return
+        service = model.service_model.service_name
+        self.calls.record(model.name, service == "ec2" and not model.name.startswith(READ_PREFIXES))
+
+    # ---- errors ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, asking=None, size=None):
+        """Turn botocore failures into errors that say what to change, without secrets."""
+        try:
+            yield
+        except ClientError as exc:
+            raise self._translate(exc, asking, size) from None
+        except EndpointConnectionError as exc:
+            endpoint = self._scrub(str(exc.kwargs.get("endpoint_url", "")))
+            raise ProviderError("%s: cannot reach the EC2 endpoint %s; check that %r is an AWS "
+                                "region and, if set, the profile's endpoint_url"
+                                % (self._where, endpoint, self.region)) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise CredentialsError("%s: no usable credentials: set aws_access_key_id and "
+                                   "aws_secret_access_key, or run where an instance role is "
+                                   "available" % self._where) from None
+        except BotoConnectionError as exc:
+            raise ProviderError("%s: the connection to EC2 failed (%s)"
+                                % (self._where, type(exc).__name__)) from None
+        except BotoCoreError as exc:
+            raise ProviderError("%s: %s" % (self._where, self._scrub(str(exc)))) from None
+
+    def _translate(self, exc, asking, size):
+        code = _code(exc)
+        message = self._scrub(exc.response.get("Error", {}).get("Message", ""))
+        operation = exc.operation_name
+        if code in CREDENTIAL_CODES:
+            text = "%s: the credentials were refused (%s)" % (self._where, code)
+            if code in PERMISSION_CODES:
+                text += " calling %s; the IAM policy must allow it" % operation
+            return CredentialsError(text)
+        if code in QUOTA_CODES or (code.endswith("LimitExceeded") and code not in THROTTLE_CODES):
+            return QuotaError("%s: the account's limits do not allow %s (AWS said %s: %s)"
+                              % (self._where, asking or operation, code, message))
+        if size and code in SIZE_CODES:
+            return ProviderError("%s: AWS refused instance type %s for %s; check that %s is "
+                                 "offered in %s (%s: %s)"
+                                 % (self._where, size, asking, size, self.region, code, message))
+        if code in THROTTLE_CODES:
+            return ProviderError("%s: AWS kept throttling %s after %d attempts; try again later"
+                                 % (self._where, operation, self.max_attempts))
+        return ProviderError("%s: %s failed (%s: %s)" % (self._where, operation, code, message))
+
+    def _scrub(self, text):
+        for field in SECRET_FIELDS:
+            secret = self.profile.get(field)
+            if secret and len(str(secret)) >= 4:
+                text = text.replace(str(secret), "********")
+        return text
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _describe(self, operation, key, **params):
+        """Every page of a Describe call (one call where EC2 has no paginator)."""
+        if self.ec2.can_paginate(operation):
+            items = []
+            for page in self.ec2.get_paginator(operation).paginate(**params):
+                items.extend(page.get(key) or [])
+            return items
+        return getattr(self.ec2, operation)(**params).get(key) or []
+
+    @staticmethod
+    def _ours(deployment, *extra):
+        return [{"Name": "tag:" + TAG_DEPLOYMENT, "Values": [deployment]},
+                {"Name": "tag:" + TAG_MANAGED, "Values": [MANAGED_BY]}] + list(extra)
+
+    def _instances(self, deployment):
+        reservations = self._describe("describe_instances", "Reservations", Filters=self._ours(
+            deployment, {"Name": "instance-state-name", "Values": LIVE_STATES}))
+        found = [_record(i) for r in reservations for i in r["Instances"]]
+        return sorted(found, key=lambda i: (i["launched"], i["id"]))
+
+    def _addresses(self, deployment):
+        return self._describe("describe_addresses", "Addresses", Filters=self._ours(deployment))
+
+    def _read(self, deployment):
+        state = _State(deployment)
+        self._read_network(state)
+        extra = [{"Name": "vpc-id", "Values": [state.vpc_id]}] if state.vpc_id else []
+        for group in self._describe("describe_security_groups", "SecurityGroups",
+                                    Filters=self._ours(deployment, *extra)):
+            state.groups.setdefault(_tags(group).get(TAG_ROLE), group)
+        state.instances = self._instances(deployment)
+        state.addresses = self._addresses(deployment)
+        return state
+
+    def _read_network(self, state):
+        subnet_id, vpc_id = self.profile.get("subnet_id"), self.profile.get("vpc_id")
+        if subnet_id:
+            subnet = self._describe("describe_subnets", "Subnets", SubnetIds=[subnet_id])[0]
+            if vpc_id and subnet["VpcId"] != vpc_id:
+                raise ProviderError("%s: subnet %s is not in VPC %s"
+                                    % (self._where, subnet_id, vpc_id))
+            state.own_network = False
+            state.vpc_id, state.subnet_id = subnet["VpcId"], subnet_id
+            return
+        if vpc_id:
+            raise ProviderError("%s: vpc_id needs subnet_id: name the subnet to deploy into"
+                                % self._where)
+        ours = self._ours(state.deployment)
+        vpcs = sorted(self._describe("describe_vpcs", "Vpcs", Filters=ours),
+                      key=lambda v: v["VpcId"])
+        if not vpcs:
+            return
+        state.vpc = vpcs[0]
+        state.vpc_id = state.vpc["VpcId"]
+        in_vpc = {"Name": "vpc-id", "Values": [state.vpc_id]}
+        subnets = self._describe("describe_subnets", "Subnets",
+                                 Filters=self._ours(state.deployment, in_vpc))
+        state.subnet = subnets[0] if subnets else None
+        state.subnet_id = state.subnet["SubnetId"] if state.subnet else None
+        gateways = self._describe("describe_internet_gateways", "InternetGateways", Filters=ours)
+        state.gateway = gateways[0] if gateways else None
+        tables = self._describe("describe_route_tables", "RouteTables",
+                                Filters=self._ours(state.deployment, in_vpc))
+        state.route_table = tables[0] if tables else None
+
+    def _tagged(self, deployment, resource_type, name, **extra):
+        tags = {"Name": name, TAG_DEPLOYMENT: deployment, TAG_MANAGED: MANAGED_BY}
+        tags.update(extra)
+        return [{"ResourceType": resource_type, "Tags": _tag_list(tags)}]
+
+    # ---- inventory ---------------------------------------------------------------------------
+
+    def inventory(self, deployment):
+        validate_deployment_name(deployment)
+        with self._errors():
+            instances = self._instances(deployment)
+            addresses = self._addresses(deployment)
+            volumes = {}
+            ids = [i["id"] for i in instances]
+            for start in range(0, len(ids), 100):     # EC2 takes at most 200 filter values
+                for volume in self._describe("describe_volumes", "Volumes", Filters=[{
+                        "Name": "attachment.instance-id", "Values": ids[start:start + 100]}]):
+                    volumes[volume["VolumeId"]] = volume
+        hosts = [self._host(deployment, i, addresses, volumes) for i in instances]
+        return sorted(hosts, key=lambda h: h["name"])
+
+    def _host(self, deployment, instance, addresses, volumes):
+        held = [a for a in addresses if a.get("NetworkInterfaceId") == instance["eni"]
+                and instance["eni"]]
+        held.sort(key=lambda a: (TAG_FLOATING in _tags(a), _tags(a).get(TAG_SLOT, ""),
+                                 a["PublicIp"]))
+        tags = instance["tags"]
+        return {
+            "name": "%s-%s-%s" % (deployment, instance["group"], instance["index"]),
+            "group": instance["group"],
+            "index": instance["index"],
+            "roles": [r for r in tags.get(TAG_ROLES, "").split(",") if r],
+            "provider_id": instance["id"],
+            "size": instance["size"],
+            "state": instance["state"],
+            "private_address": instance["private_ips"][0] if instance["private_ips"] else None,
+            "public_addresses": [a["PublicIp"] for a in held],
+            "volumes": self._volumes(instance, volumes),
+        }
+
+    @staticmethod
+    def _volumes(instance, volumes):
+        """The instance's volumes in launch order, described by its disks tag."""
+        layout = {}
+        for item in instance["tags"].get(TAG_DISKS, "").split(","):
+            device, _, what = item.partition("=")
+            purpose, _, kind = what.partition(":")
+            layout[device] = (purpose or None, kind or None)
+        order = list(layout)
+
+        def position(device):
+            name = device.rsplit("/", 1)[-1]
+            return (order.index(name) if name in order else len(order), name)
+
+        found = []
+        for device in sorted(instance["devices"], key=position):
+            volume_id = instance["devices"][device]
+            purpose, kind = layout.get(device.rsplit("/", 1)[-1], (None, None))
+            found.append({"id": volume_id, "size_gb": volumes.get(volume_id, {}).get("Size"),
+                          "kind": kind, "purpose": purpose})
+        return found
+
+    # ---- reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self, plan, dry_run=False):
+        if plan.get("provider") != "aws" or plan.get("region") != self.region:
+            raise ProviderError("%s: this plan is for %s in %s" % (
+                self._where, plan.get("provider"), plan.get("region")))
+        changes = []
+        with self._errors():
+            state = self._read(plan["deployment"])
+            kept, _ = self._planned_instances(state, plan)
+            if len(kept) < len(plan["hosts"]):
+                self._image(state)      # a bad image fails the run before anything is made
+            for step in (self._ensure_network, self._ensure_groups, self._ensure_hosts,
+                         self._ensure_private_ips, self._ensure_addresses,
+                         self._remove_extra_hosts, self._remove_extra_groups):
+                step(state, plan, dry_run, changes)
+        return changes
+
+    # network
+
+    def _ensure_network(self, state, plan, dry_run, changes):
+        if not state.own_network:
+            return
+        deployment = state.deployment
+        if state.vpc is None:
+            changes.append(change("create", "vpc", deployment, VPC_CIDR))
+            if dry_run:
+                self._plan_rest_of_network(state, changes)
+                return
+            self.progress("creating the network for %s" % deployment)
+            with self._errors("a VPC for %s" % deployment):
+                state.vpc = self.ec2.create_vpc(CidrBlock=VPC_CIDR, TagSpecifications=self._tagged(
+                    deployment, "vpc", deployment))["Vpc"]
+            state.vpc_id = state.vpc["VpcId"]
+        if state.subnet is None:
+            changes.append(change("create", "subnet", deployment, SUBNET_CIDR))
+            if not dry_run:
+                self._create_subnet(state, plan)
+        self._ensure_gateway(state, dry_run, changes)
+        self._ensure_route_table(state, dry_run, changes)
+
+    @staticmethod
+    def _plan_rest_of_network(state, changes):
+        for kind in ("subnet", "internet-gateway", "route-table"):
+            changes.append(change("create", kind, state.deployment,
+                                  SUBNET_CIDR if kind == "subnet" else ""))
+
+    def _create_subnet(self, state, plan):
+        params = {"VpcId": state.vpc_id, "CidrBlock": SUBNET_CIDR,
+                  "TagSpecifications": self._tagged(state.deployment, "subnet", state.deployment)}
+        zone = self._zone_for({h["size"] for h in plan["hosts"]})
+        if zone:
+            params["AvailabilityZone"] = zone
+        state.subnet = self.ec2.create_subnet(**params)["Subnet"]
+        state.subnet_id = state.subnet["SubnetId"]
+
+    def _zone_for(self, sizes):
+        """The first zone that offers every instance type of the plan (not all zones do)."""
+        offers = self._describe("describe_instance_type_offerings", "InstanceTypeOfferings",
+                                LocationType="availability-zone",
+                                Filters=[{"Name": "instance-type", "Values": sorted(sizes)}])
+        zones = {}
+        for offer in offers:
+            zones.setdefault(offer["Location"], set()).add(offer["InstanceType"])
+        good = sorted(zone for zone, types in zones.items() if types >= sizes)
+        return good[0] if good else None
+
+    def _ensure_gateway(self, state, dry_run, changes):
+        created = state.gateway is None
+        if created:
+            changes.append(change("create", "internet-gateway", state.deployment))
+            if dry_run:
+                return
+            state.gateway = self.ec2.create_internet_gateway(TagSpecifications=self._tagged(
+                state.deployment, "internet-gateway", state.deployment))["InternetGateway"]
+        attached = [a["VpcId"] for a in state.gateway.get("Attachments") or []]
+        if state.vpc_id not in attached:
+            if not created:
+                changes.append(change("update", "internet-gateway", state.deployment,
+                                      "attach to %s" % state.vpc_id))
+            if not dry_run:
+                self.ec2.attach_internet_gateway(
+                    InternetGatewayId=state.gateway["InternetGatewayId"], VpcId=state.vpc_id)
+
+    def _ensure_route_table(self, state, dry_run, changes):
+        created = state.route_table is None
+        if created:
+            changes.append(change("create", "route-table", state.deployment))
+            if dry_run:
+                return
+            state.route_table = self.ec2.create_route_table(
+                VpcId=state.vpc_id, TagSpecifications=self._tagged(
+                    state.deployment, "route-table", state.deployment))["RouteTable"]
+        table = state.route_table
+        table_id = table["RouteTableId"]
+        if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes") or []):
+            if not created:
+                changes.append(change("update", "route-table", state.deployment, "default route"))
+            if not dry_run:
+                self.ec2.create_route(RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0",
+                                      GatewayId=state.gateway["InternetGatewayId"])
+        if not any(a.get("SubnetId") == state.subnet_id for a in table.get("Associations") or []):
+            if not created:
+                changes.append(change("update", "route-table", state.deployment,
+                                      "associate with %s" % (state.subnet_id or "the subnet")))
+            if not dry_run:
+                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=state.subnet_id)
+
+    # security groups
+
+    @staticmethod
+    def _wanted_rules(plan):
+        """Role key -> set of rules. Internal sources are the hosts group, never a CIDR."""
+        wanted = {HOSTS: set()}
+        for host in plan["hosts"]:
+            for role in host["roles"]:
+                wanted.setdefault(role, set())
+        for rule in plan["firewall"]:
+            key = HOSTS if rule["role"] == "*" else rule["role"]
+            if key not in wanted:
+                continue
+            sources = ([("group", HOSTS)] if rule["source"] == "internal"
+                       else [("cidr", cidr) for cidr in rule["cidrs"]])
+            for kind, value in sources:
+                wanted[key].add((rule["protocol"], rule["from_port"], rule["to_port"], kind,
+                                 value))
+        return wanted
+
+    def _group_name(self, state, key):
+        return "%s-%s" % (state.deployment, key)
+
+    def _ensure_groups(self, state, plan, dry_run, changes):
+        wanted = self._wanted_rules(plan)
+        keys = [HOSTS] + [k for k in wanted if k != HOSTS]
+        for key in keys:
+            if key not in state.groups:
+                changes.append(change("create", "security-group", self._group_name(state, key)))
+                if not dry_run:
+                    self._create_group(state, key)
+        names = {k: self._group_name(state, k) for k in keys}
+        for key in keys:
+            group = state.groups.get(key)
+            current = _flatten(group["IpPermissions"], state.group_key) if group else set()
+            missing, extra = wanted[key] - current, current - wanted[key]
+            name = names[key]
+            for text in _describe_rules(missing, names):
+                changes.append(change("create", "firewall-rule", name, text))
+            for text in _describe_rules(extra, names):
+                changes.append(change("delete", "firewall-rule", name, text))
+            if dry_run:
+                continue
+            if missing:
+                with self._errors("%d more rules on security group %s" % (len(missing), name)):
+                    self._authorize(group, _permissions(missing, state.group_id))
+            if extra:
+                self.ec2.revoke_security_group_ingress(
+                    GroupId=group["GroupId"], IpPermissions=_permissions(extra, state.group_id))
+
+    def _create_group(self, state, key):
+        name = self._group_name(state, key)
+        self.progress("creating security group %s" % name)
+        try:
+            group_id = self.ec2.create_security_group(
+                GroupName=name, VpcId=state.vpc_id,
+                Description="Dialog %s: %s" % (state.deployment, key),
+                TagSpecifications=self._tagged(state.deployment, "security-group", name,
+                                               **{TAG_ROLE: key}))["GroupId"]
+        except ClientError as exc:
+            if _code(exc) != "InvalidGroup.Duplicate":
+                raise self._translate(exc, "security group %s" % name, None) from None
+            # A retried create whose first attempt went through: use it if it is ours.
+            found = self._describe("describe_security_groups", "SecurityGroups", Filters=[
+                {"Name": "group-name", "Values": [name]},
+                {"Name": "vpc-id", "Values": [state.vpc_id]}])
+            if not found or _tags(found[0]).get(TAG_DEPLOYMENT) != state.deployment:
+                raise ProviderError("%s: a security group named %s exists in %s but was not "
+                                    "created by this pack; rename or delete it"
+                                    % (self._where, name, state.vpc_id)) from None
+            state.groups[key] = found[0]
+            return
+        state.groups[key] = {"GroupId": group_id, "GroupName": name, "IpPermissions": []}
+
+    def _authorize(self, group, permissions):
+        try:
+            self._fresh(self.ec2.authorize_security_group_ingress, GroupId=group["GroupId"],
+                        IpPermissions=permissions)
+        except ClientError as exc:
+            if _code(exc) != "InvalidPermission.Duplicate":
+                raise
+            # Part of it exists already (a retried call went through): add the rest one by one.
+            for permission in permissions:
+                try:
+                    self.ec2.authorize_security_group_ingress(GroupId=group["GroupId"],
+                                                              IpPermissions=[permission])
+                except ClientError as again:
+                    if _code(again) != "InvalidPermission.Duplicate":
+                        raise
+
+    def _fresh(self, call, **params):
+        """Call right after creating a resource; EC2 may not know the new id yet."""
+        def attempt():
+            try:
+                return call(**params) or True
+            except ClientError as exc:
+                if _code(exc).endswith(".NotFound"):
+                    return None
+                raise
+        timeout = max(30, self.wait_delay * 6)
+        try:
+            return base.wait_until(attempt, timeout=timeout, interval=min(1, self.wait_delay),
+                                   what="a new EC2 resource")
+        except TimeoutError:
+            raise ProviderError("%s: %s still answers NotFound after %ss"
+                                % (self._where, call.__name__, timeout)) from None
+
+    # hosts
+
+    @staticmethod
+    def _plan_groups(plan):
+        groups = {}
+        for host in plan["hosts"]:
+            groups.setdefault(host["group"], []).append(host)
+        return groups
+
+    @staticmethod
+    def _planned_instances(state, plan):
+        """(host key -> the instance kept for it, instances not in the plan)."""
+        wanted = {(h["group"], h["index"]) for h in plan["hosts"]}
+        kept, extra = {}, []
+        for instance in state.instances:
+            key = (instance["group"], instance["index"])
+            if key in wanted and key not in kept:
+                kept[key] = instance
+            else:
+                extra.append(instance)
+        return kept, extra
+
+    def _ensure_hosts(self, state, plan, dry_run, changes):
+        kept, _ = self._planned_instances(state, plan)
+        for group, hosts in self._plan_groups(plan).items():
+            missing = [h for h in hosts if (group, h["index"]) not in kept]
+            for host in missing:
+                changes.append(change("create", "host", host["name"], self._describe_host(host)))
+            if missing and not dry_run:
+                self._launch(state, plan, group, missing)
+            for host in hosts:
+                instance = kept.get((group, host["index"]))
+                if instance:
+                    self._check_host(instance, host, dry_run, changes)
+        if dry_run:
+            return
+        kept, _ = self._planned_instances(state, plan)
+        pending = [(i, "%s-%s-%s" % (state.deployment, i["group"], i["index"]))
+                   for i in kept.values() if i["state"] == "pending"]
+        if pending:
+            self._wait(pending, "running")
+            for instance, _ in pending:
+                instance["state"] = "running"
+
+    @staticmethod
+    def _describe_host(host):
+        disks = ", ".join("%s %d GB %s" % (d["purpose"], d["size_gb"], d["kind"])
+                          for d in host["disks"])
+        return "%s; %s" % (host["size"], disks)
+
+    def _check_host(self, instance, host, dry_run, changes):
+        if instance["size"] != host["size"]:
+            changes.append(change("update", "host", host["name"], "is %s, the plan says %s: "
+                                  "needs a replacement (not changed)"
+                                  % (instance["size"], host["size"])))
+        tags = instance["tags"]
+        if tags.get("Name") != host["name"] or tags.get(TAG_INDEX) != str(host["index"]):
+            changes.append(change("update", "host", host["name"], "name and index tags"))
+            if not dry_run:
+                self._name_instance(instance["id"], host)
+
+    def _name_instance(self, instance_id, host):
+        self._fresh(self.ec2.create_tags, Resources=[instance_id], Tags=_tag_list(
+            {"Name": host["name"], TAG_INDEX: host["index"]}))
+
+    def _launch(self, state, plan, group, hosts):
+        size, count = hosts[0]["size"], len(hosts)
+        asking = "%d %s instance%s for group %s" % (count, size, "s" * (count > 1), group)
+        self.progress("creating %d %s instance%s" % (count, group, "s" * (count > 1)))
+        with self._errors(asking, size):
+            reservation = self._run_instances(self._launch_params(state, plan, group, hosts),
+                                              "%s|%s|%s|%s" % (
+                                                  state.deployment, group,
+                                                  ",".join(str(h["index"]) for h in hosts),
+                                                  state.subnet_id))
+        for raw in sorted(reservation["Instances"], key=lambda i: i["AmiLaunchIndex"]):
+            host = hosts[raw["AmiLaunchIndex"]]
+            self._name_instance(raw["InstanceId"], host)
+            record = _record(raw)
+            record.update(group=group, index=host["index"])
+            state.instances.append(record)
+            state.created.add((group, host["index"]))
+
+    def _run_instances(self, params, seed):
+        for attempt in range(3):
+            try:
+                result = self.ec2.run_instances(ClientToken=_token(seed, attempt), **params)
+            except ClientError as exc:
+                if _code(exc) != "IdempotentParameterMismatch":
+                    raise
+                continue
+            # A token reused within AWS's idempotency window answers with the old launch.
+            if any(i["State"]["Name"] not in ("shutting-down", "terminated")
+                   for i in result["Instances"]):
+                return result
+        raise ProviderError("%s: RunInstances keeps answering with an earlier launch's "
+                            "instances; run again in a few minutes" % self._where)
+
+    def _launch_params(self, state, plan, group, hosts):
+        first = hosts[0]
+        image = self._image(state)
+        kinds = self.catalog.provider("aws")["volume_types"]
+        mappings, layout = [], []
+        volumes = [d for d in first["disks"] if d["source"] == "volume"]
+        root = [d for d in first["disks"] if d["source"] == "root"]
+        devices = [(image["root_device"], root[0])] if root else []
+        devices += [("/dev/sd" + DATA_DEVICES[n], disk) for n, disk in enumerate(volumes)]
+        for device, disk in devices:
+            mappings.append({"DeviceName": device, "Ebs": {
+                "VolumeSize": disk["size_gb"], "VolumeType": kinds[disk["kind"]],
+                "DeleteOnTermination": True, "Encrypted": True}})
+            layout.append("%s=%s:%s" % (device.rsplit("/", 1)[-1], disk["purpose"], disk["kind"]))
+        common = {TAG_GROUP: group, TAG_ROLES: ",".join(first["roles"]),
+                  TAG_BATCH: ",".join(str(h["index"]) for h in hosts)}
+        name = "%s-%s" % (state.deployment, group)
+        tags = self._tagged(state.deployment, "instance", name,
+                            **dict(common, **{TAG_DISKS: ",".join(layout)}))
+        for resource_type in ("volume", "network-interface"):
+            tags += self._tagged(state.deployment, resource_type, name, **common)
+        secondary = max(_private_ips_needed(plan, h) for h in hosts) - 1
+        nic = {"DeviceIndex": 0, "SubnetId": state.subnet_id, "DeleteOnTermination": True,
+               "AssociatePublicIpAddress": False,
+               "Groups": [state.group_id(HOSTS)] + [state.group_id(r) for r in first["roles"]]}
+        if secondary:
+            nic["SecondaryPrivateIpAddressCount"] = secondary
+        params = {"ImageId": image["id"], "InstanceType": first["size"], "MinCount": len(hosts),
+                  "MaxCount": len(hosts), "NetworkInterfaces": [nic],
+                  "BlockDeviceMappings": mappings, "TagSpecifications": tags,
+                  "MetadataOptions": {"HttpTokens": "required"}}
+        keys = self.profile.get("ssh_key_names") or []
+        if keys:
+            params["KeyName"] = keys[0]
+        return params
+
+    def _image(self, state):
+        if state.image:
+            return state.image
+        image_id = self.profile.get("image")
+        if image_id:
+            try:
+                images = self._describe("describe_images", "Images", ImageIds=[image_id])
+            except ClientError as exc:
+                if not _code(exc).startswith("InvalidAMIID"):
+                    raise
+                images = []
+            if not images:
+                raise ProviderError("%s: image %s does not exist in %s; set the profile's "
+                                    "image to an AMI id of that region"
+                                    % (self._where, image_id, self.region))
+        else:
+            images = self._describe("describe_images", "Images", Owners=[DEBIAN_OWNER], Filters=[
+                {"Name": "name", "Values": [DEBIAN_NAME]},
+                {"Name": "architecture", "Values": ["x86_64"]},
+                {"Name": "state", "Values": ["available"]}])
+            if not images:
+                raise ProviderError("%s: found no Debian 12 AMI (owner %s, %s) in %s; set the "
+                                    "profile's image to an AMI id"
+                                    % (self._where, DEBIAN_OWNER, DEBIAN_NAME, self.region))
+        image = max(images, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]))
+        state.image = {"id": image["ImageId"],
+                       "root_device": image.get("RootDeviceName") or "/dev/xvda"}
+        return state.image
+
+    def _wait(self, instances, target):
+        """Wait (bounded) until every (instance, host name) is in the target state."""
+        if not instances:
+            return
+        self.progress("waiting for %d instance%s to be %s"
+                      % (len(instances), "s" * (len(instances) > 1), target))
+        ids = [i["id"] for i, _ in instances]
+        try:
+            self.ec2.get_waiter("instance_" + target).wait(InstanceIds=ids, WaiterConfig={
+                "Delay": self.wait_delay, "MaxAttempts": self.wait_attempts})
+        except WaiterError:
+            now = {}
+            for reservation in self._describe("describe_instances", "Reservations",
+                                              InstanceIds=ids):
+                for raw in reservation["Instances"]:
+                    now[raw["InstanceId"]] = raw["State"]["Name"]
+            late = ["%s (%s)" % (name, now.get(i["id"], "gone")) for i, name in instances
+                    if now.get(i["id"]) != target]
+            raise ResourceFailed("%s: %s did not become %s within %ss" % (
+                self._where, ", ".join(late) or "some instances", target,
+                self.wait_delay * self.wait_attempts)) from None
+
+    def _ensure_private_ips(self, state, plan, dry_run, changes):
+        kept, _ = self._planned_instances(state, plan)
+        for host in plan["hosts"]:
+            key = (host["group"], host["index"])
+            instance = kept.get(key)
+            short = _private_ips_needed(plan, host) - len(instance["private_ips"]) \
+                if instance else 0
+            if short <= 0:
+                continue
+            # Launches ask for them; this catches hosts that did not get them then.
+            if key not in state.created:
+                changes.append(change("update", "host", host["name"],
+                                      "%d more private addresses" % short))
+            if not dry_run:
+                result = self.ec2.assign_private_ip_addresses(
+                    NetworkInterfaceId=instance["eni"], SecondaryPrivateIpAddressCount=short)
+                instance["private_ips"] += [a["PrivateIpAddress"] for a in
+                                            result.get("AssignedPrivateIpAddresses") or []]
+
+    # addresses
+
+    @staticmethod
+    def _address_key(address):
+        tags = _tags(address)
+        if TAG_FLOATING in tags:
+            return ("floating", tags[TAG_FLOATING])
+        return ("host", tags.get(TAG_HOST), tags.get(TAG_SLOT))
+
+    def _ensure_addresses(self, state, plan, dry_run, changes):
+        kept, _ = self._planned_instances(state, plan)
+        by_name = {h["name"]: kept.get((h["group"], h["index"])) for h in plan["hosts"]}
+        wanted = {}
+        for host in plan["hosts"]:
+            for slot in range(1, host["public_ips"] + 1):
+                wanted[("host", host["name"], str(slot))] = [host["name"]]
+        for floating in plan["floating_ips"]:
+            wanted[("floating", floating["name"])] = list(floating["hosts"])
+        current, extra = {}, []
+        for address in sorted(state.addresses, key=lambda a: not a.get("AssociationId")):
+            key = self._address_key(address)
+            if key in wanted and key not in current:
+                current[key] = address
+            else:
+                extra.append(address)
+        used = {a.get("PrivateIpAddress") for a in state.addresses if a.get("AssociationId")}
+        for key, holders in wanted.items():
+            label = self._address_label(key)
+            address = current.get(key)
+            enis = {by_name[n]["eni"] for n in holders if by_name.get(n)}
+            if address and address.get("NetworkInterfaceId") in enis:
+                continue
+            target = by_name.get(holders[0]) if holders else None
+            if address is None:
+                changes.append(change("create", "address", label, "for %s" % holders[0]))
+            else:
+                changes.append(change("update", "address", label,
+                                      "associate with %s" % holders[0]))
+            if dry_run:
+                continue
+            if address is None:
+                address = self._allocate(state, key, label, holders[0])
+            self._associate(address, target, holders[0], used)
+        for address in extra:
+            changes.append(change("delete", "address", self._address_label(
+                self._address_key(address)), address.get("PublicIp", "")))
+            if not dry_run:
+                self._release(address)
+
+    @staticmethod
+    def _address_label(key):
+        return key[1] if key[0] == "floating" else "%s address %s" % (key[1], key[2])
+
+    def _allocate(self, state, key, label, host):
+        self.progress("allocating %s for %s" % (label, host) if key[0] == "floating"
+                      else "allocating %s" % label)
+        extra = ({TAG_FLOATING: key[1]} if key[0] == "floating"
+                 else {TAG_HOST: key[1], TAG_SLOT: key[2]})
+        with self._errors("an Elastic IP address for %s" % label):
+            return self.ec2.allocate_address(Domain="vpc", TagSpecifications=self._tagged(
+                state.deployment, "elastic-ip", label, **extra))
+
+    def _associate(self, address, instance, host, used):
+        if instance is None:
+            raise ResourceFailed("%s: host %s has no instance to hold %s"
+                                 % (self._where, host, address.get("PublicIp")))
+        free = [ip for ip in instance["private_ips"] if ip not in used] or instance["private_ips"]
+        used.add(free[0])
+        self._fresh(self.ec2.associate_address, AllocationId=address["AllocationId"],
+                    NetworkInterfaceId=instance["eni"], PrivateIpAddress=free[0],
+                    AllowReassociation=bool(address.get("AssociationId")))
+
+    def _release(self, address):
+        if address.get("AssociationId"):
+            try:
+                self.ec2.disassociate_address(AssociationId=address["AssociationId"])
+            except ClientError as exc:
+                if not _code(exc).endswith(".NotFound"):    # gone with its instance
+                    raise
+        self._until_free("address %s" % address["PublicIp"], self.ec2.release_address,
+                         AllocationId=address["AllocationId"])
+
+    # removals
+
+    def _remove_extra_hosts(self, state, plan, dry_run, changes):
+        _, extra = self._planned_instances(state, plan)
+        self._terminate(state, extra, dry_run, changes, "not in the plan")
+
+    def _terminate(self, state, instances, dry_run, changes, why):
+        named = [(i, "%s-%s-%s" % (state.deployment, i["group"], i["index"])) for i in instances]
+        for _, name in named:
+            changes.append(change("delete", "host", name, why))
+        if dry_run or not named:
+            return
+        self.progress("terminating %d instance%s" % (len(named), "s" * (len(named) > 1)))
+        self.ec2.terminate_instances(InstanceIds=[i["id"] for i, _ in named])
+        self._wait(named, "terminated")
+
+    def _remove_extra_groups(self, state, plan, dry_run, changes):
+        wanted = self._wanted_rules(plan)
+        for key, group in sorted(state.groups.items(), key=lambda kv: str(kv[0])):
+            if key in wanted:
+                continue
+            changes.append(change("delete", "security-group", group["GroupName"]))
+            if not dry_run:
+                self._until_free("security group %s" % group["GroupName"],
+                                 self.ec2.delete_security_group, GroupId=group["GroupId"])
+
+    def _until_free(self, what, call, **params):
+        """Deletes fail while something still uses the resource (ENIs outlive instances)."""
+        def attempt():
+            try:
+                call(**params)
+                return True
+            except ClientError as exc:
+                if _code(exc) in IN_USE_CODES:
+                    return False
+                raise
+        timeout = self.wait_delay * self.wait_attempts
+        try:
+            base.wait_until(attempt, timeout=timeout, interval=self.wait_delay, what=what)
+        except TimeoutError:
+            raise ResourceFailed("%s: %s is still in use after %ss"
+                                 % (self._where, what, timeout)) from None
+
+    # ---- destroy -----------------------------------------------------------------------------
+
+    def destroy(self, deployment, dry_run=False):
+        validate_deployment_name(deployment)
+        changes = []
+        with self._errors():
+            state = self._read(deployment)
+            for address in state.addresses:
+                changes.append(change("delete", "address", self._address_label(
+                    self._address_key(address)), address.get("PublicIp", "")))
+                if not dry_run:
+                    self._release(address)
+            self._terminate(state, state.instances, dry_run, changes, "destroy")
+            self._delete_volumes(state, dry_run, changes)
+            self._delete_groups(state, dry_run, changes)
+            self._delete_network(state, dry_run, changes)
+        return changes
+
+    def _delete_volumes(self, state, dry_run, changes):
+        """Volumes that termination does not take along (detached, or DeleteOnTermination off)."""
+        volumes = self._describe("describe_volumes", "Volumes", Filters=self._ours(
+            state.deployment))
+        if dry_run:
+            going = set().union(*[i["auto_delete"] for i in state.instances])
+            leftover = [v for v in volumes if v["VolumeId"] not in going]
+        else:
+            leftover = [v for v in volumes if v["State"] == "available"]
+        for volume in leftover:
+            changes.append(change("delete", "volume", volume["VolumeId"],
+                                  "%s GB" % volume.get("Size")))
+            if not dry_run:
+                self._until_free("volume %s" % volume["VolumeId"], self._delete_volume,
+                                 VolumeId=volume["VolumeId"])
+
+    def _delete_volume(self, **params):
+        try:
+            self.ec2.delete_volume(**params)
+        except ClientError as exc:
+            if _code(exc) != "InvalidVolume.NotFound":   # deleted along with its instance
+                raise
+
+    def _delete_groups(self, state, dry_run, changes):
+        groups = sorted(state.groups.values(), key=lambda g: g["GroupName"])
+        for group in groups:
+            changes.append(change("delete", "security-group", group["GroupName"]))
+        if dry_run:
+            return
+        for group in groups:
+            pairs = [p for p in group.get("IpPermissions") or [] if p.get("UserIdGroupPairs")]
+            if pairs:
+                self.ec2.revoke_security_group_ingress(GroupId=group["GroupId"],
+                                                       IpPermissions=pairs)
+        for group in groups:
+            self._until_free("security group %s" % group["GroupName"],
+                             self.ec2.delete_security_group, GroupId=group["GroupId"])
+
+    def _delete_network(self, state, dry_run, changes):
+        if not state.own_network:
+            return
+        name = state.deployment
+        table, gateway = state.route_table, state.gateway
+        if table:
+            changes.append(change("delete", "route-table", name))
+            if not dry_run:
+                for association in table.get("Associations") or []:
+                    if not association.get("Main"):
+                        self.ec2.disassociate_route_table(
+                            AssociationId=association["RouteTableAssociationId"])
+                self.ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+        if gateway:
+            changes.append(change("delete", "internet-gateway", name))
+            if not dry_run:
+                for attachment in gateway.get("Attachments") or []:
+                    self.ec2.detach_internet_gateway(
+                        InternetGatewayId=gateway["InternetGatewayId"],
+                        VpcId=attachment["VpcId"])
+                self.ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+        for kind, resource, call, key in (
+                ("subnet", state.subnet, self.ec2.delete_subnet, "SubnetId"),
+                ("vpc", state.vpc, self.ec2.delete_vpc, "VpcId")):
+            if resource:
+                changes.append(change("delete", kind, name, resource[key]))
+                if not dry_run:
+                    self._until_free("%s %s" % (kind, resource[key]), call,
+                                     **{key: resource[key]})

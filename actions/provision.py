@@ -1,0 +1,26 @@
+from dialog_action import DialogAction, reports_errors
+from lib.providers.base import summarize
+from lib.tables import render_changes, render_hosts
+
+
+class ProvisionAction(DialogAction):
+    """dialog.provision: reconcile the provider to the plan (Terraform's plan and apply)."""
+
+    @reports_errors
+    def run(self, tier, provider=None, region=None, deployment="dialog", with_storage=False,
+            cassandra_nodes=None, storage_nodes=None, dialog_servers=None,
+            droplet_class="standard", admin_networks=None, profile=None, dry_run=False):
+        settings, plan = self.plan(profile, tier, provider=provider, region=region,
+                                   admin_networks=admin_networks, deployment=deployment,
+                                   with_storage=with_storage, cassandra_nodes=cassandra_nodes,
+                                   storage_nodes=storage_nodes, dialog_servers=dialog_servers,
+                                   droplet_class=droplet_class)
+        driver = self.driver(settings, plan["provider"], plan["region"])
+        changes = driver.reconcile(plan, dry_run=dry_run)
+        hosts = driver.inventory(plan["deployment"])
+        print(render_changes(changes, dry_run=dry_run))
+        print()
+        print(render_hosts(hosts))
+        return {"deployment": plan["deployment"], "tier": plan["tier"],
+                "provider": plan["provider"], "region": plan["region"], "dry_run": dry_run,
+                "changes": changes, "summary": summarize(changes), "hosts": hosts}

@@ -1,0 +1,602 @@
+"""A small stateful fake of the DigitalOcean API v2, served over HTTP on 127.0.0.1.
+
+No emulator of the DigitalOcean API exists (unlike moto for AWS), so this stand-in implements
+only what the pack's DigitalOcean driver uses, shaped after the public API reference: the same
+paths, bodies, envelopes and status codes, pagination (page, per_page, links.pages.next,
+meta.total), the tag_name filter on droplets and the name/region filters on volumes (the API
+has no tag filter there), and ratelimit-limit/-remaining/-reset headers on every response.
+Regions and droplet sizes are the catalog's. It is a test, benchmark and sandbox tool, not a
+promise about DigitalOcean's behaviour.
+
+    with FakeDigitalOcean(boot_delay=0.2, throttle_rate=0.1, seed=1) as fake:
+        profile = fake.profile()        # provider, region fra1, endpoint_url, token
+        ...                             # drive the real pydo client at fake.url
+        fake.resource_counts()          # {"droplets": 0, "volumes": 0, ...}
+        fake.reset(limits={"droplet_limit": 3})
+
+Options (constructor or reset(), which returns unnamed ones to the constructor's): token, seed,
+throttle_rate (share of requests answered 429 at random, seeded), throttle_reset (seconds to
+that 429's ratelimit-reset; every request before it is refused too, as with a real exhausted
+limit, and counted in early_requests), boot_delay (seconds a droplet stays 'new'), limits
+(droplet_limit, volume_limit, reserved_ip_limit), fail_droplets (names that end in 'archive'),
+clock (replaces time.time; a test may share it with the client's sleep).
+"""
+
+import ipaddress
+import itertools
+import json
+import math
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import yaml
+
+CATALOG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "actions", "lib", "data", "catalog.yaml")
+
+
+def _catalog_digitalocean():
+    """Regions and sizes come from the pack's catalog, the one place slugs are written."""
+    with open(CATALOG_FILE, encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)["providers"]["digitalocean"]
+    sizes = {slug: (int(size["memory_gb"] * 1024), size["vcpus"], size["disk_gb"])
+             for slug, size in spec["sizes"].items()}   # slug: (memory MB, vcpus, disk GB)
+    return tuple(spec["regions"]), sizes
+
+
+REGIONS, SIZES = _catalog_digitalocean()
+IMAGES = ("debian-12-x64", "debian-11-x64", "ubuntu-24-04-x64", "ubuntu-22-04-x64")
+DEFAULTS = {"token": "dop_v1_fake0123456789", "seed": 0, "throttle_rate": 0.0,
+            "throttle_reset": 1, "boot_delay": 0.0, "limits": None, "fail_droplets": (),
+            "clock": time.time}
+LIMITS = {"droplet_limit": 25, "volume_limit": 100, "reserved_ip_limit": 25}
+RATE_LIMIT = 5000           # requests per hour, as DigitalOcean documents
+MAX_RULES, MAX_FIREWALL_TAGS = 50, 5
+COLLECTIONS = ("droplets", "volumes", "firewalls", "reserved_ips", "vpcs", "tags")
+FILTERS = {"tag_name": lambda item, value: value in item["tags"],
+           "name": lambda item, value: item["name"] == value,
+           "region": lambda item, value: item["region"]["slug"] == value}
+ROUTES = []
+
+
+class Refused(Exception):
+    def __init__(self, status, ident, message):
+        super().__init__(message)
+        self.status, self.ident, self.message = status, ident, message
+
+
+def unprocessable(message):
+    return Refused(422, "unprocessable_entity", message)
+
+
+def not_found():
+    return Refused(404, "not_found", "The resource you were accessing could not be found.")
+
+
+def route(method, template):
+    pattern = re.compile("^" + re.sub(r"\{\w+\}", "([^/]+)", template) + "$")
+
+    def register(handler):
+        ROUTES.append((method, template, pattern, handler))
+        return handler
+    return register
+
+
+def _region(slug):
+    return {"slug": slug, "name": slug.upper(), "available": True, "features": [],
+            "sizes": sorted(SIZES)}
+
+
+def _rule(rule, side):
+    if rule.get("protocol") not in ("tcp", "udp", "icmp"):
+        raise unprocessable("protocol must be tcp, udp or icmp")
+    where = rule.get(side) or {}
+    if not any(where.get(k) for k in ("addresses", "tags", "droplet_ids", "load_balancer_uids",
+                                      "kubernetes_ids")):
+        raise unprocessable("every rule needs %s" % side)
+    for address in where.get("addresses") or []:
+        try:
+            ipaddress.ip_network(address, strict=False)
+        except ValueError:
+            raise unprocessable("invalid address %r" % address) from None
+    ports = str(rule.get("ports") or "0")
+    ports = "0" if rule["protocol"] == "icmp" or ports == "all" else ports
+    if not re.match(r"^\d+(-\d+)?$", ports) or max(map(int, ports.split("-"))) > 65535:
+        raise unprocessable("invalid ports %r" % ports)
+    return {"protocol": rule["protocol"], "ports": ports, side: where}
+
+
+class FakeDigitalOcean:
+    """The fake API. Its state is readable (dicts by id; reserved_ips by address, tags by
+    name): droplets, volumes, firewalls, reserved_ips, vpcs, tags; requests logs each request
+    (method, path, template, status, body)."""
+
+    def __init__(self, **options):
+        self._options = dict(DEFAULTS, **options)
+        self._lock = threading.RLock()
+        self._server = None
+        self.reset()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self):
+        handler = type("Handler", (_Handler,), {"owner": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self._server.server_address[1]
+
+    @property
+    def token(self):
+        return self.opt["token"]
+
+    def profile(self, **overrides):
+        return dict({"name": "fake-do", "provider": "digitalocean", "region": "fra1",
+                     "endpoint_url": self.url, "digitalocean_token": self.token,
+                     "ssh_key_names": ["dialog-deploy"], "admin_networks": []}, **overrides)
+
+    def reset(self, **options):
+        """Forget every resource and request; options not given return to the constructor's."""
+        with self._lock:
+            self.opt = dict(self._options, **options)
+            self.limits = dict(LIMITS, **(self.opt["limits"] or {}))
+            self.clock, self.rng = self.opt["clock"], random.Random(self.opt["seed"])
+            self.droplets, self.volumes, self.firewalls = {}, {}, {}
+            self.reserved_ips, self.vpcs, self.tags = {}, {}, {}
+            self.ssh_keys = {1001: {"id": 1001, "name": "dialog-deploy", "fingerprint":
+                                    "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa",
+                                    "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake"}}
+            self.requests, self.early_requests = [], 0
+            self._ids, self._addresses = itertools.count(3000001), itertools.count(1)
+            self._ready, self._window, self._blocked_until = {}, deque(), 0.0
+
+    def resource_counts(self):
+        with self._lock:
+            return {name: len(getattr(self, name)) for name in COLLECTIONS}
+
+    def request_counts(self, status=None):
+        """Counter of 'METHOD /v2/path/{template}' over the log (one status, or all)."""
+        return Counter("%s %s" % (r["method"], r["template"]) for r in self.requests
+                       if status is None or r["status"] == status)
+
+    # ---- request handling -----------------------------------------------------------------
+
+    def handle(self, method, target, headers, raw):
+        """(status, JSON bytes, extra headers) for one request."""
+        parts = urlsplit(target)
+        path, query = unquote(parts.path), {k: v[0] for k, v in parse_qs(parts.query).items()}
+        with self._lock:
+            self._tick()
+            entry = {"method": method, "path": path, "template": path, "status": None,
+                     "body": None}
+            self.requests.append(entry)
+            try:
+                status, body = self._dispatch(method, path, query, headers, raw, entry)
+            except Refused as err:
+                status, body = err.status, {"id": err.ident, "message": err.message,
+                                            "request_id": str(uuid.uuid4())}
+            entry["status"] = status
+            data = b"" if body is None else json.dumps(body).encode()
+            return status, data, self._rate_headers(status)
+
+    def _dispatch(self, method, path, query, headers, raw, entry):
+        self._throttle()
+        if headers.get("Authorization") != "Bearer %s" % self.token:
+            raise Refused(401, "Unauthorized", "Unable to authenticate you")
+        for verb, template, pattern, handler in ROUTES:
+            match = pattern.match(path)
+            if match and verb == method:
+                entry["template"] = template
+                try:
+                    entry["body"] = json.loads(raw or b"{}")
+                except ValueError:
+                    raise Refused(400, "bad_request", "the body is not JSON") from None
+                return handler(self, query, entry["body"], *match.groups())
+        raise not_found()
+
+    def _throttle(self):
+        now = self.clock()
+        if now < self._blocked_until:
+            self.early_requests += 1
+            raise Refused(429, "too_many_requests", "API Rate limit exceeded.")
+        while self._window and self._window[0] <= now - 3600:
+            self._window.popleft()
+        if len(self._window) >= RATE_LIMIT:
+            self._blocked_until = self._window[0] + 3600
+            raise Refused(429, "too_many_requests", "API Rate limit exceeded.")
+        if self.opt["throttle_rate"] and self.rng.random() < self.opt["throttle_rate"]:
+            self._blocked_until = math.ceil(now + self.opt["throttle_reset"])
+            raise Refused(429, "too_many_requests", "API Rate limit exceeded.")
+        self._window.append(now)
+
+    def _rate_headers(self, status):
+        oldest = self._window[0] if self._window else self.clock()
+        reset = self._blocked_until if status == 429 else oldest + 3600
+        return {"ratelimit-limit": str(RATE_LIMIT),
+                "ratelimit-remaining": str(max(0, RATE_LIMIT - len(self._window))),
+                "ratelimit-reset": str(int(math.ceil(reset)))}
+
+    def _tick(self):
+        """Droplets whose boot time has come turn active (or archive) and get addresses."""
+        now = self.clock()
+        for droplet_id, ready_at in list(self._ready.items()):
+            droplet = self.droplets.get(droplet_id)
+            if droplet is not None and now < ready_at:
+                continue
+            del self._ready[droplet_id]
+            if droplet is not None and droplet["name"] in self.opt["fail_droplets"]:
+                droplet["status"] = "archive"
+            elif droplet is not None:
+                droplet["status"], droplet["networks"]["v4"] = "active", self._networks(droplet)
+
+    def _networks(self, droplet):
+        n = next(self._addresses)
+        vpc = self.vpcs.get(droplet["vpc_uuid"])
+        private = ipaddress.ip_network(vpc["ip_range"] if vpc else "10.110.0.0/20")
+        return [{"ip_address": str(ipaddress.ip_address("198.18.0.0") + n), "type": "public",
+                 "netmask": "255.254.0.0", "gateway": "198.18.0.1"},
+                {"ip_address": str(private.network_address + 1 + n % 4000), "type": "private",
+                 "netmask": str(private.netmask), "gateway": ""}]
+
+    def _page(self, path, query, key, items):
+        per_page = min(max(int(query.get("per_page", 20)), 1), 200)
+        page = max(int(query.get("page", 1)), 1)
+        last = max(1, math.ceil(len(items) / per_page))
+
+        def link(number):
+            return "%s%s?%s" % (self.url, path, urlencode(dict(query, page=number,
+                                                               per_page=per_page)))
+        pages = {"first": link(1), "prev": link(page - 1)} if page > 1 else {}
+        if page < last:
+            pages.update(next=link(page + 1), last=link(last))
+        return 200, {key: items[(page - 1) * per_page:page * per_page],
+                     "links": {"pages": pages}, "meta": {"total": len(items)}}
+
+    def _get(self, collection, ident):
+        items = getattr(self, collection)
+        found = items.get(int(ident) if str(ident).isdigit() else ident)
+        if found is None:
+            raise not_found()
+        return found
+
+    def _touch_tags(self, names):
+        for name in names or []:
+            if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9:_-]{1,255}$", name):
+                raise unprocessable("invalid tag name %r: use letters, numbers, colons, dashes "
+                                    "and underscores" % (name,))
+            self.tags.setdefault(name, {"name": name})
+
+    def _new_id(self):
+        return str(uuid.UUID(int=self.rng.getrandbits(128)))
+
+    def _action(self, kind, resource_type, region):
+        stamp = self._created_at()
+        return {"action": {"id": next(self._ids), "status": "completed", "type": kind,
+                           "started_at": stamp, "completed_at": stamp, "resource_id": None,
+                           "resource_type": resource_type, "region": _region(region),
+                           "region_slug": region}}
+
+    def _created_at(self):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+
+    # ---- tags and VPCs --------------------------------------------------------------------
+
+    @route("POST", "/v2/tags")
+    def create_tag(self, _query, body):
+        self._touch_tags([body.get("name")])
+        return 201, {"tag": self.tags[body["name"]]}
+
+    @route("DELETE", "/v2/tags/{id}")
+    def delete_tag(self, _query, _body, name):
+        self._get("tags", name)
+        del self.tags[name]
+        for item in itertools.chain(self.droplets.values(), self.volumes.values()):
+            if name in item["tags"]:
+                item["tags"].remove(name)
+        return 204, None
+
+    @route("POST", "/v2/vpcs")
+    def create_vpc(self, _query, body):
+        if body.get("region") not in REGIONS:
+            raise unprocessable("invalid region %r" % (body.get("region"),))
+        if not body.get("name") or any(v["name"] == body["name"] for v in self.vpcs.values()):
+            raise Refused(409, "conflict", "a VPC named %r already exists" % body.get("name"))
+        vpc_id = self._new_id()
+        self.vpcs[vpc_id] = {
+            "id": vpc_id, "urn": "do:vpc:" + vpc_id, "name": body["name"], "default": False,
+            "region": body["region"], "description": body.get("description", ""),
+            "ip_range": body.get("ip_range") or "10.%d.0.0/20" % (100 + len(self.vpcs) % 150),
+            "created_at": self._created_at()}
+        return 201, {"vpc": self.vpcs[vpc_id]}
+
+    @route("DELETE", "/v2/vpcs/{id}")
+    def delete_vpc(self, _query, _body, vpc_id):
+        self._get("vpcs", vpc_id)
+        if any(d["vpc_uuid"] == vpc_id for d in self.droplets.values()):
+            raise Refused(403, "forbidden", "Can not delete VPC with members")
+        del self.vpcs[vpc_id]
+        return 204, None
+
+    # ---- droplets -------------------------------------------------------------------------
+
+    @route("POST", "/v2/droplets")
+    def create_droplets(self, _query, body):
+        names = body["names"] if "names" in body else [body.get("name")]
+        if not names or len(names) > 10:
+            raise unprocessable("names: between 1 and 10 droplets may be created at a time")
+        self._check_droplet_body(body, names)
+        if len(self.droplets) + len(names) > self.limits["droplet_limit"]:
+            raise unprocessable("creating this/these droplet(s) will exceed your droplet limit")
+        self._touch_tags(body.get("tags"))
+        created = [self._new_droplet(name, body) for name in names]
+        links = {"actions": [{"id": next(self._ids), "rel": "create", "href": "%s/v2/actions"
+                              % self.url} for _ in created]}
+        if "names" in body:
+            return 202, {"droplets": created, "links": links}
+        return 202, {"droplet": created[0], "links": links}
+
+    def _check_droplet_body(self, body, names):
+        for field, known in (("region", REGIONS), ("size", SIZES), ("image", IMAGES)):
+            if body.get(field) not in known:
+                raise unprocessable("You specified an invalid %s for Droplet creation." % field)
+        if not all(isinstance(n, str) and re.match(r"^[A-Za-z0-9.-]{1,255}$", n) for n in names):
+            raise unprocessable("Name Only valid hostname characters are allowed. (a-z, A-Z, "
+                                "0-9, . and -)")
+        keys = set(self.ssh_keys) | {k["fingerprint"] for k in self.ssh_keys.values()}
+        if any(key not in keys for key in body.get("ssh_keys") or []):
+            raise unprocessable("ssh_keys: an SSH key was not found")
+        vpc = self.vpcs.get(body.get("vpc_uuid") or "")
+        if body.get("vpc_uuid") and (vpc is None or vpc["region"] != body["region"]):
+            raise unprocessable("vpc_uuid: no such VPC in region %s" % body["region"])
+
+    def _new_droplet(self, name, body):
+        memory, vcpus, disk = SIZES[body["size"]]
+        droplet = {
+            "id": next(self._ids), "name": name, "memory": memory, "vcpus": vcpus, "disk": disk,
+            "locked": False, "status": "new", "created_at": self._created_at(), "features": [],
+            "backup_ids": [], "snapshot_ids": [], "next_backup_window": None, "volume_ids": [],
+            "image": {"slug": body["image"], "distribution": body["image"].split("-")[0]},
+            "size": {"slug": body["size"], "memory": memory, "vcpus": vcpus, "disk": disk},
+            "size_slug": body["size"], "networks": {"v4": [], "v6": []},
+            "region": _region(body["region"]), "tags": list(body.get("tags") or []),
+            "vpc_uuid": body.get("vpc_uuid") or ""}
+        self.droplets[droplet["id"]] = droplet
+        self._ready[droplet["id"]] = self.clock() + self.opt["boot_delay"]
+        return droplet
+
+    @route("DELETE", "/v2/droplets")
+    def destroy_by_tag(self, query, _body):
+        if not query.get("tag_name"):
+            raise unprocessable("tag_name is required")
+        for droplet in [d for d in self.droplets.values() if query["tag_name"] in d["tags"]]:
+            self._forget_droplet(droplet)
+        return 204, None
+
+    @route("DELETE", "/v2/droplets/{id}")
+    def destroy_droplet(self, _query, _body, droplet_id):
+        self._forget_droplet(self._get("droplets", droplet_id))
+        return 204, None
+
+    def _forget_droplet(self, droplet):
+        """Destroying a droplet detaches its volumes and unassigns its reserved IP."""
+        del self.droplets[droplet["id"]]
+        for volume in self.volumes.values():
+            if droplet["id"] in volume["droplet_ids"]:
+                volume["droplet_ids"].remove(droplet["id"])
+        for address in self.reserved_ips.values():
+            if (address["droplet"] or {}).get("id") == droplet["id"]:
+                address["droplet"] = None
+
+    # ---- volumes --------------------------------------------------------------------------
+
+    @route("POST", "/v2/volumes")
+    def create_volume(self, _query, body):
+        name, region, size = body.get("name"), body.get("region"), body.get("size_gigabytes")
+        if region not in REGIONS:
+            raise unprocessable("invalid region %r" % (region,))
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]{0,63}$", name):
+            raise unprocessable("name: up to 64 lowercase letters, numbers and '-', starting "
+                                "with a letter")
+        if not isinstance(size, int) or not 1 <= size <= 16384:
+            raise unprocessable("size_gigabytes must be between 1 and 16384")
+        if any(v["name"] == name and v["region"]["slug"] == region
+               for v in self.volumes.values()):
+            raise Refused(409, "conflict", "a volume named %r exists in %s" % (name, region))
+        if len(self.volumes) >= self.limits["volume_limit"]:
+            raise Refused(403, "forbidden", "creating this volume would exceed your volume "
+                          "limit of %d" % self.limits["volume_limit"])
+        self._touch_tags(body.get("tags"))
+        volume_id = self._new_id()
+        self.volumes[volume_id] = {
+            "id": volume_id, "region": _region(region), "droplet_ids": [], "name": name,
+            "description": body.get("description", ""), "size_gigabytes": size,
+            "created_at": self._created_at(), "filesystem_type": body.get("filesystem_type", ""),
+            "filesystem_label": "", "tags": list(body.get("tags") or [])}
+        return 201, {"volume": self.volumes[volume_id]}
+
+    @route("DELETE", "/v2/volumes/{id}")
+    def delete_volume(self, _query, _body, volume_id):
+        if self._get("volumes", volume_id)["droplet_ids"]:
+            raise Refused(409, "conflict", "the volume is attached to a droplet; detach it first")
+        del self.volumes[volume_id]
+        return 204, None
+
+    @route("POST", "/v2/volumes/{id}/actions")
+    def volume_action(self, _query, body, volume_id):
+        volume = self._get("volumes", volume_id)
+        droplet = self.droplets.get(body.get("droplet_id"))
+        if droplet is None:
+            raise unprocessable("droplet_id: no such droplet")
+        if body.get("type") == "attach":
+            if volume["droplet_ids"]:
+                raise unprocessable("the volume is already attached to a droplet")
+            if droplet["status"] == "new" or droplet["region"] != volume["region"]:
+                raise unprocessable("the droplet is not active in the volume's region")
+            volume["droplet_ids"].append(droplet["id"])
+            droplet["volume_ids"].append(volume_id)
+        elif body.get("type") == "detach" and droplet["id"] in volume["droplet_ids"]:
+            volume["droplet_ids"].remove(droplet["id"])
+            droplet["volume_ids"].remove(volume_id)
+        else:
+            raise unprocessable("type must be attach, or detach from the droplet holding it")
+        return 202, self._action(body["type"] + "_volume", "volume", volume["region"]["slug"])
+
+    # ---- reserved IPs ---------------------------------------------------------------------
+
+    @route("POST", "/v2/reserved_ips")
+    def create_reserved_ip(self, _query, body):
+        if len(self.reserved_ips) >= self.limits["reserved_ip_limit"]:
+            raise unprocessable("creating this reserved IP would exceed your reserved IP limit")
+        droplet = self._assignable(body["droplet_id"]) if "droplet_id" in body else None
+        region = droplet["region"]["slug"] if droplet else body.get("region")
+        if region not in REGIONS:
+            raise unprocessable("droplet_id or a valid region is required")
+        address = str(ipaddress.ip_address("198.19.0.0") + next(self._addresses))
+        self.reserved_ips[address] = {"ip": address, "region": _region(region),
+                                      "droplet": droplet, "locked": False,
+                                      "project_id": str(uuid.UUID(int=1))}
+        links = {"droplets": [{"id": droplet["id"], "rel": "droplet"}] if droplet else [],
+                 "actions": [{"id": next(self._ids), "rel": "assign_ip"}] if droplet else []}
+        return 202, {"reserved_ip": self.reserved_ips[address], "links": links}
+
+    def _assignable(self, droplet_id):
+        droplet = self.droplets.get(droplet_id)
+        if droplet is None:
+            raise unprocessable("droplet_id: no such droplet")
+        if droplet["status"] != "active":
+            raise unprocessable("Droplet is currently in a pending event")
+        if any((a["droplet"] or {}).get("id") == droplet_id for a in self.reserved_ips.values()):
+            raise unprocessable("the droplet already has a reserved IP")
+        return droplet
+
+    @route("POST", "/v2/reserved_ips/{ip}/actions")
+    def reserved_ip_action(self, _query, body, address):
+        reserved = self._get("reserved_ips", address)
+        if body.get("type") == "assign":
+            droplet = self._assignable(body.get("droplet_id"))
+            if droplet["region"] != reserved["region"]:
+                raise unprocessable("the droplet is in another region")
+            reserved["droplet"] = droplet
+        elif body.get("type") == "unassign" and reserved["droplet"]:
+            reserved["droplet"] = None
+        else:
+            raise unprocessable("type must be assign, or unassign for an assigned address")
+        return 201, self._action(body["type"] + "_ip", "reserved_ip", reserved["region"]["slug"])
+
+    @route("DELETE", "/v2/reserved_ips/{ip}")
+    def delete_reserved_ip(self, _query, _body, address):
+        # The reference: deleting a reserved IP unassigns it and removes it from the account.
+        self._get("reserved_ips", address)
+        del self.reserved_ips[address]
+        return 204, None
+
+    # ---- firewalls ------------------------------------------------------------------------
+
+    @route("POST", "/v2/firewalls")
+    def create_firewall(self, _query, body):
+        firewall = self._firewall(self._new_id(), body, self._created_at())
+        self.firewalls[firewall["id"]] = firewall
+        return 202, {"firewall": firewall}
+
+    @route("PUT", "/v2/firewalls/{id}")
+    def update_firewall(self, _query, body, firewall_id):
+        created = self._get("firewalls", firewall_id)["created_at"]
+        self.firewalls[firewall_id] = self._firewall(firewall_id, body, created)
+        return 200, {"firewall": self.firewalls[firewall_id]}
+
+    @route("DELETE", "/v2/firewalls/{id}")
+    def delete_firewall(self, _query, _body, firewall_id):
+        self._get("firewalls", firewall_id)
+        del self.firewalls[firewall_id]
+        return 204, None
+
+    def _firewall(self, firewall_id, body, created):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*$", body.get("name") or ""):
+            raise unprocessable("name must begin with an alphanumeric character and hold only "
+                                "alphanumerics, '.' and '-'")
+        inbound = [_rule(r, "sources") for r in body.get("inbound_rules") or []]
+        outbound = [_rule(r, "destinations") for r in body.get("outbound_rules") or []]
+        if not inbound + outbound or len(inbound + outbound) > MAX_RULES:
+            raise unprocessable("a firewall needs between 1 and %d rules" % MAX_RULES)
+        tags = list(body.get("tags") or [])
+        if len(tags) > MAX_FIREWALL_TAGS:
+            raise unprocessable("a firewall applies to %d tags at most" % MAX_FIREWALL_TAGS)
+        named = tags + [t for r in inbound for t in r["sources"].get("tags", [])]
+        named += [t for r in outbound for t in r["destinations"].get("tags", [])]
+        for tag in named:
+            if tag not in self.tags:
+                raise unprocessable("tag %r does not exist" % tag)
+        return {"id": firewall_id, "name": body["name"], "status": "succeeded",
+                "created_at": created, "pending_changes": [], "inbound_rules": inbound,
+                "outbound_rules": outbound, "droplet_ids": list(body.get("droplet_ids") or []),
+                "tags": tags}
+
+
+def _lister(path, collection, filters=()):
+    def handler(fake, query, _body):
+        items = [item for item in getattr(fake, collection).values()
+                 if all(FILTERS[f](item, query[f]) for f in filters if f in query)]
+        return fake._page(path, query, collection, items)  # pylint: disable=protected-access
+    return handler
+
+
+def _getter(collection, key):
+    def handler(fake, _query, _body, ident):
+        return 200, {key: fake._get(collection, ident)}  # pylint: disable=protected-access
+    return handler
+
+
+for _path, _collection, _filters in (
+        ("/v2/account/keys", "ssh_keys", ()), ("/v2/tags", "tags", ()), ("/v2/vpcs", "vpcs", ()),
+        ("/v2/droplets", "droplets", ("tag_name", "name")), ("/v2/firewalls", "firewalls", ()),
+        ("/v2/volumes", "volumes", ("name", "region")), ("/v2/reserved_ips", "reserved_ips", ())):
+    route("GET", _path)(_lister(_path, _collection, _filters))
+    if _collection != "ssh_keys":
+        _key = _collection[:-1]
+        route("GET", "%s/{%s}" % (_path, "ip" if _key == "reserved_ip" else "id"))(
+            _getter(_collection, _key))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True      # a keep-alive reply in two writes would wait 40 ms
+    owner = None
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status, data, headers = self.owner.handle(self.command, self.path, self.headers, raw)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if data:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+    def log_message(self, *args):   # pylint: disable=arguments-differ
+        """Quiet: FakeDigitalOcean.requests is the log."""
