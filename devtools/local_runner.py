@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run one of this pack's Python actions locally, the way StackStorm's python runner does.
+"""Run one of this pack's actions locally, the way StackStorm's python and orquesta runners do.
 
     python3 devtools/local_runner.py list
     python3 devtools/local_runner.py run dialog.<action> key=value ... [--config FILE]
@@ -7,7 +7,8 @@
 Parameters are cast like the st2 CLI casts them, validated like the st2 API validates them
 (problems are reported before the action runs: exit code 2), then the action class is loaded and
 run in this process with the pack config and a local datastore. Exit code 0 means succeeded,
-1 failed. Only python-script actions are supported for now.
+1 failed. python-script actions run directly; orquesta workflows run with workflow_runner.py
+(needs orquesta), their python actions in threads of this process, with one config and datastore.
 """
 
 import argparse
@@ -16,10 +17,12 @@ import copy
 import glob
 import importlib.util
 import inspect
+import io
 import json
 import os
 import sys
 import textwrap
+import threading
 import traceback
 import types
 
@@ -40,6 +43,8 @@ RUNNER_PARAMETERS = {
     "log_level": {"type": "string", "default": "DEBUG",
                   "enum": ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]},
 }
+ORQUESTA_RUNNER_PARAMETERS = {"notify": {"type": "array", "items": {"type": "string"},
+                                         "default": []}}
 SCHEMA_ANY_TYPE = {"anyOf": [{"type": t} for t in
                              ("array", "boolean", "integer", "number", "object", "string")]}
 
@@ -99,9 +104,15 @@ def load_action_metadata(ref, pack_root=PACK_ROOT):
     raise RunnerError('Action "%s" cannot be found.' % ref)
 
 
+def runner_parameters(meta):
+    if meta.get("runner_type") == "orquesta":
+        return ORQUESTA_RUNNER_PARAMETERS
+    return RUNNER_PARAMETERS
+
+
 def parameter_schemas(meta):
     """Runner parameters overlaid with the action's parameters (st2 deep-merges them)."""
-    schemas = copy.deepcopy(RUNNER_PARAMETERS)
+    schemas = copy.deepcopy(runner_parameters(meta))
     for name, schema in (meta.get("parameters") or {}).items():
         schemas.setdefault(name, {}).update(copy.deepcopy(schema or {}))
     return schemas
@@ -174,9 +185,10 @@ def prepare_parameters(meta, params):
         default = schema.get("default")
         if name not in given and isinstance(default, str) and ("{{" in default or "{%" in default):
             print("WARNING: Jinja default of %s is passed unrendered" % name, file=sys.stderr)
-    action_names = [n for n in (meta.get("parameters") or {}) if n not in RUNNER_PARAMETERS]
+    runner = runner_parameters(meta)
+    action_names = [n for n in (meta.get("parameters") or {}) if n not in runner]
     return ({n: params.get(n) for n in action_names},
-            {n: params.get(n) for n in RUNNER_PARAMETERS if params.get(n) is not None})
+            {n: params.get(n) for n in runner if params.get(n) is not None})
 
 
 def _assign_config_defaults(properties, config):
@@ -314,17 +326,84 @@ def execute(meta, action_params, config=None, pack_root=PACK_ROOT, datastore=Non
     return status is not False, result
 
 
-def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, datastore=None):
-    """Run the action with typed parameters; RunnerError for anything st2 rejects up front."""
+class _ThreadOutput(object):
+    """sys.stdout or sys.stderr while a workflow runs: what a thread writes while it has a
+    buffer goes there (st2 keeps an action's output in its result), the rest passes through."""
+
+    def __init__(self, stream):
+        self.stream, self.local = stream, threading.local()
+
+    def __getattr__(self, name):
+        return getattr(getattr(self.local, "capture", None) or self.stream, name)
+
+
+def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None):
+    """execute(action_ref, input) for workflow_runner: validates and runs one of the pack's
+    python actions with execute() and shapes the result like st2's python runner ({"result",
+    "stdout", "stderr", "exit_code"}). RunnerError (a refused request) for anything else."""
+    _action_base_class()  # import st2common (or the stand-in) before worker threads need it
+
+    def execute_action(ref, params):
+        meta = load_action_metadata(ref, pack_root)
+        if meta.get("runner_type") != "python-script" or not meta.get("enabled", True):
+            raise RunnerError('Action "%s" (runner %s) cannot run here.'
+                              % (ref, meta.get("runner_type")))
+        action_params, runner_params = prepare_parameters(meta, params)
+        streams, buffers = (sys.stdout, sys.stderr), (io.StringIO(), io.StringIO())
+        for stream, buffer in zip(streams, buffers):
+            if isinstance(stream, _ThreadOutput):
+                stream.local.capture = buffer
+        try:
+            succeeded, result = execute(meta, action_params, config, pack_root, datastore,
+                                        runner_params.get("log_level", "debug").lower())
+        finally:
+            for stream in streams:
+                if isinstance(stream, _ThreadOutput):
+                    stream.local.capture = None
+        output = {"stdout": buffers[0].getvalue(), "stderr": buffers[1].getvalue(),
+                  "exit_code": 0, "result": result}
+        if not succeeded and isinstance(result, dict) and "traceback" in result:  # it raised
+            output.update(stderr=output["stderr"] + result["traceback"], exit_code=1, result=None)
+        return succeeded, output
+
+    return execute_action
+
+
+def run_workflow(ref, action_params, config=None, pack_root=PACK_ROOT, datastore=None,
+                 progress=None):
+    """Run an orquesta action with workflow_runner.py; return its WorkflowResult."""
+    if DEVTOOLS_DIR not in sys.path:
+        sys.path.insert(0, DEVTOOLS_DIR)
+    try:
+        import workflow_runner  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+        raise RunnerError("Running a workflow needs orquesta (see requirements-tests.txt): %s"
+                          % e)
+    execute_action = python_action_executor(config, pack_root, datastore or MemoryDatastore())
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ThreadOutput(saved[0]), _ThreadOutput(saved[1])
+    try:
+        return workflow_runner.run_workflow(ref, action_params, execute_action, pack_root,
+                                            progress)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, datastore=None,
+               progress=None):
+    """Run the action with typed parameters; RunnerError for anything st2 rejects up front.
+    A workflow's result is what st2 stores for it: {"output": ...}, plus "errors" if failed."""
     meta = load_action_metadata(ref, pack_root)
-    if meta.get("runner_type") != "python-script":
+    if meta.get("runner_type") not in ("python-script", "orquesta"):
         raise RunnerError('Action "%s" uses runner "%s"; the local runner supports python-script '
-                          'only (orquesta workflows will be supported later).'
-                          % (ref, meta.get("runner_type")))
+                          'and orquesta only.' % (ref, meta.get("runner_type")))
     if not meta.get("enabled", True):
         raise RunnerError('Unable to execute. Action "%s" is disabled.' % ref)
     action_params, runner_params = prepare_parameters(meta, parameters or {})
     config = load_config(pack_root, config_path)
+    if meta["runner_type"] == "orquesta":
+        result = run_workflow(ref, action_params, config, pack_root, datastore, progress)
+        return result.succeeded, result.result
     return execute(meta, action_params, config, pack_root, datastore,
                    runner_params.get("log_level", "debug").lower())
 
@@ -350,7 +429,8 @@ def main(argv=None, pack_root=PACK_ROOT):
             return 0
         meta = load_action_metadata(args.ref, args.pack_root)
         params = cast_cli_parameters(params, parameter_schemas(meta))
-        succeeded, result = run_action(args.ref, params, args.config, args.pack_root)
+        succeeded, result = run_action(args.ref, params, args.config, args.pack_root,
+                                       progress=print)
     except (RunnerError, OSError, yaml.YAMLError) as e:
         print("ERROR: %s" % e, file=sys.stderr)
         return 2

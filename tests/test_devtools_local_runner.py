@@ -137,9 +137,11 @@ def test_invalid_parameters_are_rejected_before_running(pack, capsys, argv, expe
     assert "hello from echo" not in out
 
 
-def test_non_python_runner_is_refused(pack, capsys):
-    assert local_runner.main(["run", "dialog.flow"], pack_root=str(pack)) == 2
-    assert "orquesta" in capsys.readouterr().err
+def test_unsupported_runner_is_refused(pack, capsys):
+    # orquesta workflows run with workflow_runner.py: see test_workflow_runner.py
+    (pack / "actions" / "shell.yaml").write_text("name: shell\nrunner_type: local-shell-cmd\n")
+    assert local_runner.main(["run", "dialog.shell"], pack_root=str(pack)) == 2
+    assert 'runner "local-shell-cmd"' in capsys.readouterr().err
 
 
 def test_unknown_action_and_wrong_pack(pack, capsys):
