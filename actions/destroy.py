@@ -1,4 +1,5 @@
 from dialog_action import DialogAction, reports_errors
+from lib.deployment_record import forget_deployment
 from lib.errors import InputError
 from lib.planner import validate_deployment_name
 from lib.providers.base import summarize
@@ -15,9 +16,20 @@ class DestroyAction(DialogAction):
         if confirm != deployment:
             raise InputError("confirm", "type the deployment name (%s) again to destroy it"
                              % deployment)
-        settings, provider, region = self.target(profile, provider, region)
+        record = self.record(deployment)
+        settings, provider, region = self.target(profile or record.get("profile"),
+                                                 provider or record.get("provider"),
+                                                 region or record.get("region"))
         driver = self.driver(settings, provider, region)
         changes = driver.destroy(deployment, dry_run=dry_run)
         print(render_changes(changes, dry_run=dry_run))
+        forgotten = []
+        if not dry_run and provider != "static":
+            # The data the secrets protect is gone with the volumes; a new deployment of the
+            # same name gets new ones. Static hosts keep their data, so they keep their secrets.
+            forgotten = forget_deployment(self.action_service, deployment)
+            if forgotten:
+                print("removed from the datastore: %s" % ", ".join(forgotten))
         return {"deployment": deployment, "provider": provider, "region": driver.region,
-                "dry_run": dry_run, "changes": changes, "summary": summarize(changes)}
+                "dry_run": dry_run, "changes": changes, "summary": summarize(changes),
+                "forgotten": forgotten}

@@ -10,7 +10,9 @@ import functools
 from st2common.runners.base_action import Action
 
 from lib.catalog import PROVIDERS, default_catalog
-from lib.errors import DialogError
+from lib.deployment_record import load_record
+from lib.deployment_secrets import load_secrets
+from lib.errors import DialogError, InputError
 from lib.planner import build_plan, choose, validate_region
 from lib.profiles import resolve_profile
 from lib.providers import open_provider
@@ -61,3 +63,31 @@ class DialogAction(Action):
 
     def driver(self, settings, provider, region):
         return open_provider(provider, settings, region, progress=progress)
+
+    def record(self, deployment):
+        """What dialog.deploy remembered of the deployment ({} if it never ran for it)."""
+        return load_record(self.action_service, deployment) or {}
+
+    def deployment_context(self, settings, deployment, hosts, tier=None, with_storage=None):
+        """What the renderer needs to produce every host's files: secrets from the datastore,
+        images from the profile, the deployment's hosts; the tier from the deployment's record
+        when not given."""
+        if tier is None:
+            tier = self.record(deployment).get("tier")
+        if tier is None:
+            raise InputError("tier", "not known for deployment %r (it has no record in the "
+                             "datastore); give it" % deployment, default_catalog().tier_names)
+        if with_storage is None:
+            with_storage = any("s3-gateway" in h["roles"] for h in hosts)
+        return {"deployment": deployment, "tier": tier, "provider": settings.get("provider"),
+                "with_storage": bool(with_storage), "hosts": hosts,
+                "secrets": load_secrets(self.action_service, deployment),
+                "images": settings.get("images") or {}}
+
+    @staticmethod
+    def ssh_options(settings):
+        """How the bootstrap logs in, from the profile (the key text is a secret)."""
+        return {"user": settings.get("ssh_user") or "root",
+                "key_file": settings.get("ssh_key_file"),
+                "private_key_text": settings.get("ssh_private_key"),
+                "via": settings.get("ssh_address") or "private"}

@@ -15,6 +15,7 @@ import argparse
 import ast
 import copy
 import glob
+import hashlib
 import importlib.util
 import inspect
 import io
@@ -169,13 +170,35 @@ def cast_cli_parameters(args, schemas):
     return result
 
 
+def allow_default_none(schemas):
+    """st2's modify_schema_allow_default_none (st2common/util/schema): an optional parameter
+    whose default is absent or null also accepts null, as Orquesta passes it for an unset
+    workflow input. Top level only, as the pack's parameters need. An enum still refuses null,
+    as in st2: a workflow must leave such a parameter out rather than pass null."""
+    schemas = {n: copy.deepcopy(s or SCHEMA_ANY_TYPE) for n, s in schemas.items()}
+    for schema in schemas.values():
+        if schema.get("required") or schema.get("default") is not None:
+            continue
+        for key in ("anyOf", "oneOf"):
+            if isinstance(schema.get(key), list):
+                if {"type": "null"} not in schema[key]:
+                    schema[key].append({"type": "null"})
+                break
+        else:
+            kind = schema.get("type", "string")
+            kinds = kind if isinstance(kind, list) else [kind]
+            if "null" not in kinds:
+                schema["type"] = kinds + ["null"]
+    return schemas
+
+
 def prepare_parameters(meta, params):
     """Validate typed parameters and apply defaults; return (action_params, runner_params)."""
     schemas, given, params = parameter_schemas(meta), list(params), dict(params)
     for name, schema in schemas.items():
         if params.get(name) is None and schema.get("default") is not None:
             params[name] = copy.deepcopy(schema["default"])
-    errors = _schema_errors(params, schemas, additional=False)
+    errors = _schema_errors(params, allow_default_none(schemas), additional=False)
     if errors:
         raise RunnerError("Invalid parameters for %s:\n  %s" % (meta["name"], "\n  ".join(errors)))
     immutable = [n for n in given if schemas[n].get("immutable")]
@@ -233,8 +256,9 @@ class MemoryDatastore(object):
     """Key-value items by full key name, kept in memory. Seam for a file-backed store: pass
     loaded items and override save(), which is called after every change."""
 
-    def __init__(self, items=None):
+    def __init__(self, items=None, encrypted=()):
         self.items = dict(items or {})
+        self.encrypted = set(encrypted)  # keys set with encrypt=True
 
     def save(self):
         pass
@@ -264,15 +288,26 @@ class LocalActionService(object):
                 for k, v in sorted(self._store.items.items()) if k.startswith(start)]
 
     def get_value(self, name, local=True, scope="system", decrypt=False):
-        return self._store.items.get(self._key(name, local, scope))
+        key = self._key(name, local, scope)
+        value = self._store.items.get(key)
+        if value is not None and key in self._store.encrypted and not decrypt:
+            # st2 hands out the ciphertext (hex) unless asked to decrypt; so does this stand-in.
+            return hashlib.sha256(value.encode()).hexdigest().upper()
+        return value
 
     def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
-        self._store.items[self._key(name, local, scope)] = str(value)  # the st2 API keeps strings
+        key = self._key(name, local, scope)
+        self._store.items[key] = str(value)  # the st2 API keeps strings
+        if encrypt:
+            self._store.encrypted.add(key)
+        else:
+            self._store.encrypted.discard(key)
         self._store.save()
         return True
 
     def delete_value(self, name, local=True, scope="system"):
         found = self._store.items.pop(self._key(name, local, scope), None) is not None
+        self._store.encrypted.discard(self._key(name, local, scope))
         self._store.save()
         return found
 
@@ -337,10 +372,32 @@ class _ThreadOutput(object):
         return getattr(getattr(self.local, "capture", None) or self.stream, name)
 
 
-def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None):
+class _EchoBuffer(io.StringIO):
+    """An action's stdout buffer that also hands every complete line to echo(line)."""
+
+    def __init__(self, echo, stream):
+        super().__init__()
+        self.echo, self.stream, self.pending = echo, stream, ""
+
+    def write(self, text):
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        if lines:
+            # echo() prints: let that reach the real stream instead of coming back here.
+            self.stream.local.capture = None
+            try:
+                for line in lines:
+                    self.echo(line)
+            finally:
+                self.stream.local.capture = self
+        return super().write(text)
+
+
+def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None, echo=None):
     """execute(action_ref, input) for workflow_runner: validates and runs one of the pack's
     python actions with execute() and shapes the result like st2's python runner ({"result",
-    "stdout", "stderr", "exit_code"}). RunnerError (a refused request) for anything else."""
+    "stdout", "stderr", "exit_code"}). RunnerError (a refused request) for anything else.
+    With echo, each line an action prints is also passed to echo(line) as it is printed."""
     _action_base_class()  # import st2common (or the stand-in) before worker threads need it
 
     def execute_action(ref, params):
@@ -349,7 +406,9 @@ def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None):
             raise RunnerError('Action "%s" (runner %s) cannot run here.'
                               % (ref, meta.get("runner_type")))
         action_params, runner_params = prepare_parameters(meta, params)
-        streams, buffers = (sys.stdout, sys.stderr), (io.StringIO(), io.StringIO())
+        streams = sys.stdout, sys.stderr
+        echoing = echo and isinstance(streams[0], _ThreadOutput)
+        buffers = (_EchoBuffer(echo, streams[0]) if echoing else io.StringIO()), io.StringIO()
         for stream, buffer in zip(streams, buffers):
             if isinstance(stream, _ThreadOutput):
                 stream.local.capture = buffer
@@ -379,7 +438,9 @@ def run_workflow(ref, action_params, config=None, pack_root=PACK_ROOT, datastore
     except ImportError as e:
         raise RunnerError("Running a workflow needs orquesta (see requirements-tests.txt): %s"
                           % e)
-    execute_action = python_action_executor(config, pack_root, datastore or MemoryDatastore())
+    execute_action = python_action_executor(config, pack_root, datastore or MemoryDatastore(),
+                                            echo=workflow_runner.action_output if progress
+                                            else None)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ThreadOutput(saved[0]), _ThreadOutput(saved[1])
     try:

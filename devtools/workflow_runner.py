@@ -54,6 +54,9 @@ _PROGRESS_LOCK = threading.Lock()
 # of it here holds this lock, held only for the conductor's bookkeeping, never while actions run.
 _ORQUESTA_LOCK = threading.RLock()
 
+# The running action's progress line writer, per worker thread (see action_output()).
+_CURRENT = threading.local()
+
 TraceEntry = collections.namedtuple(
     "TraceEntry", "task_id route item_id action_ref start end status")
 TraceEntry.__doc__ = """One action execution: item_id is None unless the task has items; start and
@@ -341,7 +344,11 @@ class _WorkflowRun(object):
                            self.prefix + self.label(dispatch) + "/", parent)
                 status, result, nested = sub.status, sub.result, sub.trace
             else:
-                status, result = self.execute(dispatch.action_ref, dispatch.input)
+                _CURRENT.say = lambda line: self.say(self.label(dispatch), "| " + line)
+                try:
+                    status, result = self.execute(dispatch.action_ref, dispatch.input)
+                finally:
+                    _CURRENT.say = None
                 status = _status(status)
             return _Outcome(start, self.now(), status, result, None, nested)
         except Exception as e:  # pylint: disable=broad-except
@@ -427,6 +434,14 @@ def _run(workflow, inputs, execute, pack_root, progress, max_workers, clock_star
     return WorkflowResult(status, output, errors,
                           sorted(run.trace, key=lambda e: (e.start, e.end, e.task_id)),
                           time.monotonic() - started)
+
+
+def action_output(line):
+    """Show a line an action prints, under its task's label, while it runs (st2 streams action
+    output the same way: `st2 execution tail`). Outside a running action: ignored."""
+    say = getattr(_CURRENT, "say", None)
+    if say is not None:
+        say(line)
 
 
 def run_workflow(workflow, inputs=None, execute=None, pack_root=PACK_ROOT, progress=None,

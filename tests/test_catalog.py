@@ -219,6 +219,8 @@ def _broken(tmp_path, mutate):
      "bad port range"),
     (lambda d: d["tiers"]["mini"]["servers"][0].update(roles=["proxy", "mailer"]),
      "unknown role 'mailer'"),
+    (lambda d: d["services"]["postgres"].update(pgbouncer=6543),
+     "services.postgres.pgbouncer: port 6543 is not a port of postgres"),
 ])
 def test_inconsistent_catalog_is_refused_at_load(tmp_path, mutate, message):
     with pytest.raises(CatalogError) as caught:

@@ -9,11 +9,13 @@ import re
 import pytest
 import yaml
 
-from local_runner import RunnerError, load_config
+from local_runner import RunnerError, load_config, runner_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACTION_FILES = sorted(glob.glob(os.path.join(ROOT, "actions", "*.yaml")))
 ST2_TYPES = {"string", "integer", "number", "boolean", "array", "object", "null"}
+# st2common's RUNNER_PARAM_OVERRIDABLE_ATTRS: what an action may change of a runner parameter.
+RUNNER_OVERRIDABLE = {"default", "description", "enum", "immutable", "required"}
 SECRET_NAME = re.compile(r"(token|secret|password|passphrase|private_key|access_key)")
 
 
@@ -76,6 +78,9 @@ def test_action_metadata(path):
     positions = [p["position"] for p in parameters.values() if "position" in p]
     assert sorted(positions) == list(range(len(positions))), "positions unique, from 0"
     for name, spec in parameters.items():
+        if name in runner_parameters(meta):
+            assert set(spec) <= RUNNER_OVERRIDABLE, "%s: runner parameter overrides" % name
+            continue
         assert spec.get("type") in ST2_TYPES, name
         assert spec.get("description"), name
         if SECRET_NAME.search(name):
@@ -89,7 +94,8 @@ def test_action_metadata(path):
                          ids=os.path.basename)
 def test_python_action_run_signature_matches_parameters(path):
     meta = load(path)
-    parameters = meta.get("parameters") or {}
+    parameters = {n: s for n, s in (meta.get("parameters") or {}).items()
+                  if n not in runner_parameters(meta)}
     signature = inspect.signature(action_class(meta).run)
     arguments = {n: p for n, p in signature.parameters.items() if n != "self"}
     assert set(arguments) == set(parameters)

@@ -389,7 +389,11 @@ def test_ssh_closed_without_admin_networks(fake):
     plan = plan_for("small", admin_networks=[])
     driver(fake).reconcile(plan)
     [hosts] = [f for f in fake.firewalls.values() if f["name"] == "dialog-hosts"]
-    assert hosts["inbound_rules"] == [] and hosts["outbound_rules"]
+    # Only the deployment's own hosts may come in (node_exporter on every host); no port 22.
+    assert hosts["outbound_rules"]
+    assert hosts["inbound_rules"] and all(
+        rule["sources"] == {"tags": ["dialog:dialog"]} and rule["ports"] != "22"
+        for rule in hosts["inbound_rules"])
     assert_matches_plan(fake, plan)
 
 

@@ -459,7 +459,10 @@ def test_local_runner_runs_a_workflow_with_real_python_actions(pack, capsys):
     assert code == 0, err
     assert re.search(r"prepare\[1\]/work +succeeded", out)
     assert "status: succeeded" in out and '"doubled": [\n' in out
-    assert "says hi" not in out  # an action's stdout is kept in its result, as st2 does
+    # An action's stdout is shown as it is printed, under its task (like `st2 execution tail`),
+    # and never mixed into the rest of the output.
+    assert re.search(r"prepare\[1\]/work +\| step work says hi\n", out)
+    assert not re.search(r"^step work says hi", out, re.M)
     assert run_cli(pack, capsys, "dialog.outer", "size=many")[0] == 2  # checked before running
 
 

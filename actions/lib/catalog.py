@@ -68,11 +68,27 @@ class Catalog:
     def extra_ports(self):
         return self.doc["extra_ports"]
 
+    def port(self, role, purpose):
+        """The port of a role for a purpose, e.g. port("postgres", "pgbouncer")."""
+        return self.doc["services"][role][purpose]
+
     def droplet_size(self, slug):
         return self.provider("digitalocean")["sizes"][slug]
 
     def instance_type(self, name):
         return self.provider("aws")["instance_types"][name]
+
+
+def _ports_of(document, role):
+    """Every port number of a role, over all tiers and extra_ports (range ends included)."""
+    found = set()
+    rules = [r for t in document["tiers"].values() for s in t["servers"] for r in s["ports"]]
+    for rule in rules + document["extra_ports"]:
+        if rule["role"] == role:
+            for text in rule["ports"]:
+                low, high = parse_port_range(text)
+                found.update((low, high))
+    return found
 
 
 def _check(document):
@@ -82,8 +98,14 @@ def _check(document):
     aws = document["providers"]["aws"]
     droplets = document["providers"]["digitalocean"]["sizes"]
     for extra in document["extra_ports"]:
-        if extra["role"] not in roles:
+        if extra["role"] not in roles | {"*"}:
             problems.append("extra_ports: unknown role %r" % extra["role"])
+    for role, ports in document["services"].items():
+        listed = _ports_of(document, role)
+        for purpose, port in ports.items():
+            if port not in listed:
+                problems.append("services.%s.%s: port %d is not a port of %s"
+                                % (role, purpose, port, role))
     for tier_name, tier in document["tiers"].items():
         seen = set()
         for server in tier["servers"]:

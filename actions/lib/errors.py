@@ -2,10 +2,15 @@
 
 
 class DialogError(Exception):
-    """Base of every error the pack raises on purpose."""
+    """Base of every error the pack raises on purpose. `details` (a dict without secrets) is
+    merged into the failed execution's result, e.g. the health of every host."""
+
+    def __init__(self, *args, details=None):
+        super().__init__(*args)
+        self.details = details
 
     def to_result(self):
-        return {"error": str(self)}
+        return dict(self.details or {}, error=str(self))
 
 
 class InputError(DialogError, ValueError):
@@ -20,7 +25,7 @@ class InputError(DialogError, ValueError):
         super().__init__(text)
 
     def to_result(self):
-        result = {"error": str(self), "field": self.field}
+        result = dict(self.details or {}, error=str(self), field=self.field)
         if self.allowed is not None:
             result["allowed"] = self.allowed
         return result

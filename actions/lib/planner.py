@@ -145,7 +145,7 @@ def _firewall(catalog, servers, admin_networks):
                 add(rule["role"], rule["protocol"], text,
                     "public" if public else "internal", PUBLIC_CIDRS if public else [])
     for extra in catalog.extra_ports:
-        if extra["role"] in roles_present:
+        if extra["role"] in roles_present or extra["role"] == "*":
             for text in extra["ports"]:
                 add(extra["role"], extra["protocol"], text, "internal", [])
     # Bootstrap needs SSH; it is open only to the networks the operator names.

@@ -93,3 +93,37 @@ def render_hosts(hosts):
           h.get("private_address") or "-", ", ".join(h.get("public_addresses") or []) or "-",
           ", ".join(str(v["size_gb"]) for v in h.get("volumes") or []) or "-"]
          for h in hosts])
+
+
+def render_status(status):
+    """A deployment's health: one line per host, then what fails and where clients connect."""
+    hosts = status["hosts"]
+    if not hosts:
+        return 'Deployment "%s": no hosts.' % status["deployment"]
+    rows = []
+    for host in hosts:
+        checks = host.get("checks") or []
+        failing = [c for c in checks if not c["ok"]]
+        if host.get("error"):
+            state = "UNREACHABLE"
+        elif failing:
+            state = "UNHEALTHY (%d/%d failing)" % (len(failing), len(checks))
+        else:
+            state = "healthy (%d checks)" % len(checks)
+        rows.append([host["name"], ",".join(host["roles"]),
+                     host.get("private_address") or "-",
+                     ", ".join(host.get("public_addresses") or []) or "-", state])
+    out = ['Deployment "%s": %s' % (status["deployment"],
+                                    "healthy" if status["healthy"] else "NOT healthy"), ""]
+    out.append(format_table(["HOST", "ROLES", "PRIVATE", "PUBLIC", "HEALTH"], rows))
+    problems = [(h["name"], h["error"]) for h in hosts if h.get("error")]
+    problems += [(h["name"], "%s (%s): %s" % (c["name"], c["role"], c["detail"]))
+                 for h in hosts for c in h.get("checks") or [] if not c["ok"]]
+    if problems:
+        out += ["", "Failing:"] + ["  %s: %s" % p for p in problems]
+    endpoints = status.get("endpoints") or {}
+    shown = [(k, endpoints[k]) for k in ("web", "api", "websocket", "mobile") if k in endpoints]
+    shown += [("turn", ", ".join(endpoints.get("turn") or []))] if endpoints.get("turn") else []
+    if shown:
+        out += ["", "Endpoints:"] + ["  %-9s %s" % item for item in shown]
+    return "\n".join(out)

@@ -1,0 +1,622 @@
+"""Bootstrap a host over SSH: Docker, TLS, rendered files, docker compose, health.
+
+bootstrap_host(connection, rendered) takes one host rendered by lib.render.render_host() and
+makes it run: Docker Engine and the compose plugin present, a self-signed certificate on proxy
+hosts, every rendered file in place (only the changed ones uploaded), the compose project up,
+and every health check passing. A re-run on an unchanged host uploads nothing, starts nothing
+and reports "changed": False.
+
+SSH round trips per bootstrap_host (the action runner may be far from the hosts, so they are
+batched): one command prepares the host (Docker check or install, TLS certificate on proxy
+hosts, parent directories, the mode and sha256 of every target file); SFTP uploads the changed
+files, if any; one command runs compose (config -q, ps, up -d when needed) and then the health
+probe, which retries on the host until every check passes. A re-run is two commands.
+
+Secrets: file contents go only over SFTP and are never printed, returned or put in an error;
+error details that come from the host are scrubbed of every secret file's values first. The
+admin password of create_admin() travels on stdin only.
+
+Everything runs as root: directly when the SSH user is root, else through `sudo -n` (a sudo that
+asks for a password fails at once instead of hanging). A non-root user's uploads are staged in
+a private directory under /tmp and moved into place by root in one extra command.
+"""
+
+import hashlib
+import io
+import posixpath
+import re
+import secrets
+import shlex
+import time
+
+import fabric
+import paramiko
+
+from lib import health
+from lib.errors import InputError, ProviderError, ResourceFailed
+
+TLS_DIR = "/etc/dialog/tls"
+TLS_CERT = "cert.pem"           # PEM certificate, mode 0644
+TLS_KEY = "key.pem"             # PEM private key (RSA 2048, unencrypted), mode 0600
+PROXY_ROLES = ("proxy",)
+APPLIED_DIR = "/var/lib/dialog"  # <project>.applied: digest of the files compose last ran with
+DOCKER_TIMEOUT = 1800.0         # apt-get may wait for cloud-init's own apt run to finish
+SCRIPT_TIMEOUT = 120.0
+UP_TIMEOUT = 900                # image pulls
+COMPOSE_TIMEOUT = 120 + 60 + UP_TIMEOUT + 30
+KEEPALIVE = 15
+LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+_NOOP = lambda message: None  # noqa: E731
+
+
+# ----------------------------------------------------------------------------- connections
+
+def connect(address, user="root", key_file=None, private_key_text=None, port=22, timeout=30.0,
+            known_hosts=None):
+    """An open fabric Connection to address:port as `user`.
+
+    With key_file or private_key_text (an unencrypted ed25519, ECDSA or RSA key), only that key
+    is offered: no SSH agent, no ~/.ssh keys. With neither, the agent and ~/.ssh keys are
+    tried. ~/.ssh/config is not read (a runner's personal settings must not change where the
+    pack connects).
+
+    Host keys: without `known_hosts`, a host key is accepted on first sight (kept in memory for
+    this connection only, never written anywhere). The hosts are created by the pack moments
+    before it connects and generate their host keys on first boot; no provider offers a
+    trusted way to learn them in advance (console output is delayed, provider-specific and
+    absent for static hosts), and refusing unknown keys would make bootstrap impossible. The
+    risk accepted is an impostor on the network path during the first connection; the user
+    still authenticates with its key and no password is ever sent. Pass a known_hosts file to
+    pin keys instead: unknown or changed keys are then refused. Keys are never printed.
+
+    ProviderError when the host cannot be reached or refuses the key; InputError when
+    private_key_text is not a private key (its text is not repeated)."""
+    connect_kwargs = {"banner_timeout": timeout, "auth_timeout": timeout}
+    if private_key_text:
+        connect_kwargs["pkey"] = _load_key(private_key_text)
+    if key_file:
+        connect_kwargs["key_filename"] = key_file
+    keyed = bool(private_key_text or key_file)
+    connect_kwargs["look_for_keys"] = not keyed
+    connect_kwargs["allow_agent"] = not keyed
+    config = fabric.Config(ssh_config=paramiko.SSHConfig(), lazy=True)
+    connection = fabric.Connection(address, user=user, port=int(port), config=config,
+                                   connect_timeout=timeout, connect_kwargs=connect_kwargs)
+    if known_hosts:
+        connection.client.load_host_keys(known_hosts)
+        connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    else:
+        connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    where = "%s@%s:%s" % (user, address, port)
+    try:
+        connection.open()
+    except paramiko.AuthenticationException:
+        connection.close()
+        raise ProviderError("%s: SSH authentication failed (the key was refused)" % where) \
+            from None
+    except paramiko.BadHostKeyException:
+        connection.close()
+        raise ProviderError("%s: the host key differs from the known one" % where) from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        connection.close()
+        raise ProviderError("%s: cannot connect: %s" % (where, _reason(exc))) from None
+    connection.transport.set_keepalive(KEEPALIVE)
+    return connection
+
+
+def _load_key(text):
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError, TypeError):
+            continue
+    raise InputError("private_key_text", "not an unencrypted ed25519, ECDSA or RSA private key "
+                     "(the value is not shown)")
+
+
+def _reason(exc):
+    if isinstance(exc, TimeoutError) or exc.__class__.__name__ == "timeout":
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or exc.__class__.__name__
+
+
+def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, port=22,
+                 timeout=300.0, interval=2.0, name=None, known_hosts=None):
+    """Connect and run `true` until it works; return the seconds waited.
+
+    Every failure (refused, unreachable, key not yet installed by cloud-init) is retried every
+    `interval` seconds; after `timeout` seconds, ResourceFailed naming the host and the last
+    error. A bad private_key_text fails at once (InputError)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    label = "%s (%s)" % (name, address) if name else address
+    last = "no attempt made"
+    while True:
+        attempt = max(0.5, min(10.0, deadline - time.monotonic()))
+        connection = None
+        try:
+            connection = connect(address, user, key_file, private_key_text, port, attempt,
+                                 known_hosts)
+            status, _, _ = health.remote(connection, "true", timeout=attempt)
+            if status == 0:
+                return round(time.monotonic() - started, 3)
+            last = "`true` exited with status %s" % status
+        except ProviderError as exc:
+            last = str(exc)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            last = _reason(exc)
+        finally:
+            if connection is not None:
+                connection.close()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ResourceFailed("%s: SSH not ready after %gs: %s" % (label, timeout, last))
+        time.sleep(min(interval, remaining))
+
+
+# ----------------------------------------------------------------------------- host scripts
+
+# Docker Engine and the compose plugin from Docker's apt repository (Debian and Ubuntu), the
+# way docs.docker.com/engine/install/ describes it. Prints "@docker present|installed".
+DOCKER_BODY = r"""
+if docker compose version >/dev/null 2>&1; then echo "@docker present"; exit 0; fi
+if [ ! -r /etc/os-release ]; then echo "no /etc/os-release: cannot tell the distribution" >&2
+  exit 1; fi
+. /etc/os-release
+case " $ID $ID_LIKE " in
+  *" ubuntu "*) dist=ubuntu; codename="${UBUNTU_CODENAME:-$VERSION_CODENAME}" ;;
+  *" debian "*) dist=debian; codename="$VERSION_CODENAME" ;;
+  *) echo "Docker is missing and the pack installs it only on Debian and Ubuntu (this is $ID)" >&2
+     exit 1 ;;
+esac
+if [ -z "$codename" ]; then echo "no VERSION_CODENAME in /etc/os-release" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+apt_get() {
+  apt-get -q -y -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 -o Acquire::http::Timeout=30 \
+    "$@" >"$log" 2>&1 || { tail -n 5 "$log" >&2; return 1; }
+}
+apt_get update
+apt_get install --no-install-recommends ca-certificates curl
+install -m 0755 -d /etc/apt/keyrings
+curl -fsSL --connect-timeout 20 --retry 3 "https://download.docker.com/linux/$dist/gpg" \
+  -o /etc/apt/keyrings/docker.asc.new
+mv -f /etc/apt/keyrings/docker.asc.new /etc/apt/keyrings/docker.asc
+chmod a+r /etc/apt/keyrings/docker.asc
+echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc]" \
+  "https://download.docker.com/linux/$dist $codename stable" >/etc/apt/sources.list.d/docker.list
+apt_get update
+apt_get install docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin
+if command -v systemctl >/dev/null 2>&1; then systemctl enable --now docker >/dev/null 2>&1 || true
+fi
+docker compose version >/dev/null
+echo "@docker installed"
+"""
+
+# A self-signed certificate for the proxy, created once. Prints "@tls present|created".
+TLS_BODY = r"""
+d=%(dir)s
+if [ -s "$d/%(cert)s" ] && [ -s "$d/%(key)s" ]; then echo "@tls present"; exit 0; fi
+command -v openssl >/dev/null 2>&1 || { echo "openssl is missing" >&2; exit 1; }
+mkdir -p -m 0755 "$d"
+umask 077
+name=$(hostname)
+openssl req -x509 -newkey rsa:2048 -sha256 -nodes -days 3650 -subj "/CN=$name" \
+  -addext "subjectAltName=DNS:$name" -keyout "$d/%(key)s.new" -out "$d/%(cert)s.new" \
+  >"$d/.openssl.log" 2>&1 || { tail -n 3 "$d/.openssl.log" >&2; rm -f "$d/.openssl.log"; exit 1; }
+rm -f "$d/.openssl.log"
+chmod 0600 "$d/%(key)s.new"
+chmod 0644 "$d/%(cert)s.new"
+mv -f "$d/%(key)s.new" "$d/%(key)s"
+mv -f "$d/%(cert)s.new" "$d/%(cert)s"
+echo "@tls created"
+"""
+
+# The parent directories, then "@file MODE SHA256 PATH" for every target path that exists.
+FILES_BODY = r"""
+mkdir -p -- %(dirs)s
+for p in %(paths)s; do
+  if [ -f "$p" ]; then
+    printf '@file %%s %%s %%s\n' "$(stat -c %%a -- "$p")" "$(sha256sum <"$p" | cut -c1-64)" "$p"
+  fi
+done
+"""
+
+
+def _fragment(step, body):
+    """A body run under `set -e` in a subshell; on failure "@fail STEP" and the script stops.
+    stdin is /dev/null: the script itself arrives on the shell's stdin."""
+    return "(\nset -e\n%s\n) </dev/null\nrc=$?\nif [ $rc -ne 0 ]; then echo '@fail %s'; " \
+           "exit $rc; fi\n" % (body.strip("\n"), step)
+
+
+def _tls_fragment(path_dir):
+    return _fragment("tls", TLS_BODY % {"dir": shlex.quote(path_dir), "cert": TLS_CERT,
+                                        "key": TLS_KEY})
+
+
+def _files_fragment(paths):
+    if not paths:
+        return ""
+    dirs = sorted({posixpath.dirname(path) for path in paths})
+    return _fragment("upload", FILES_BODY % {"dirs": " ".join(shlex.quote(d) for d in dirs),
+                                             "paths": " ".join(shlex.quote(p) for p in paths)})
+
+
+def _run_script(connection, label, script, timeout, step, redact=None):
+    """Run a shell script (sent on stdin) as root; return its "@key value" lines as a list of
+    (key, value). ResourceFailed naming the failed step and the last error line."""
+    command = health.sudo_prefix(connection) + "sh -s"
+    try:
+        status, out, err = health.remote(connection, command, script, timeout)
+    except health.RemoteTimeout as exc:
+        raise ResourceFailed("%s: %s: %s" % (label, step, exc)) from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ProviderError("%s: %s: SSH connection lost: %s" % (label, step, _reason(exc))) \
+            from None
+    marks = []
+    for line in out.splitlines():
+        if line.startswith("@"):
+            key, _, value = line[1:].partition(" ")
+            marks.append((key, value))
+    if status != 0:
+        failed = [value for key, value in marks if key == "fail"]
+        detail = _tail(err, redact) or "exit status %s" % status
+        if status == 1 and "sudo" in err and health.sudo_prefix(connection):
+            detail += " (the SSH user needs passwordless sudo)"
+        raise ResourceFailed("%s: %s failed: %s" % (label, failed[0] if failed else step, detail))
+    return marks
+
+
+def _tail(text, redact=None, lines=2):
+    kept = [line.strip() for line in (text or "").splitlines() if line.strip()][-lines:]
+    joined = " / ".join(kept)[:400]
+    return redact(joined) if redact else joined
+
+
+def _mark(marks, key):
+    values = [value for name, value in marks if name == key]
+    return values[-1] if values else None
+
+
+def ensure_docker(connection):
+    """Install Docker Engine and the compose plugin unless `docker compose version` works
+    (Debian/Ubuntu, Docker's apt repository); "present" or "installed". One SSH command."""
+    marks = _run_script(connection, connection.host, _fragment("docker", DOCKER_BODY),
+                        DOCKER_TIMEOUT, "docker")
+    return _mark(marks, "docker")
+
+
+def ensure_tls(connection, path_dir=TLS_DIR):
+    """Create a self-signed certificate (path_dir/cert.pem, key.pem 0600) unless both exist;
+    "present" or "created". One SSH command. Only for proxy hosts: the caller decides."""
+    marks = _run_script(connection, connection.host, _tls_fragment(path_dir), SCRIPT_TIMEOUT,
+                        "tls")
+    return _mark(marks, "tls")
+
+
+# ----------------------------------------------------------------------------- files
+
+def _checked_files(files):
+    checked = []
+    seen = set()
+    for item in files or []:
+        path = item.get("path") or ""
+        if not path.startswith("/") or posixpath.normpath(path) != path or "\n" in path \
+                or path in seen or path == "/":
+            raise InputError("files", "%r is not a normalized absolute file path (or appears "
+                             "twice)" % path)
+        seen.add(path)
+        content = item.get("content", "")
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        mode = int(item.get("mode", 0o600 if item.get("secret") else 0o644))
+        checked.append({"path": path, "data": data, "mode": mode,
+                        "secret": bool(item.get("secret")),
+                        "sha256": hashlib.sha256(data).hexdigest()})
+    return checked
+
+
+def _remote_files(marks):
+    """path -> (mode, sha256) from the "@file MODE SHA PATH" lines."""
+    state = {}
+    for key, value in marks:
+        if key == "file":
+            mode, sha, path = value.split(" ", 2)
+            state[path] = (int(mode, 8), sha)
+    return state
+
+
+def _apply_uploads(connection, label, checked, remote_state):
+    changed = [item for item in checked
+               if remote_state.get(item["path"]) != (item["mode"], item["sha256"])]
+    unchanged = [item["path"] for item in checked if item not in changed]
+    if not changed:
+        return [], unchanged
+    current = None
+    try:
+        sftp = connection.sftp()
+        if not health.sudo_prefix(connection):
+            for item in changed:
+                current = item["path"]
+                _put_atomic(sftp, item)
+        else:
+            _put_staged(connection, sftp, label, changed)
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        raise ResourceFailed("%s: upload failed%s: %s" % (
+            label, " (%s)" % current if current else "", _reason(exc))) from None
+    return [item["path"] for item in changed], unchanged
+
+
+def _put_atomic(sftp, item):
+    """Write item to a new temporary name beside its path, mode set before any byte is
+    written, then rename it over the path (atomic: readers see the old or the new file)."""
+    directory, base = posixpath.split(item["path"])
+    temp = "%s/.%s.dialog-%s" % (directory, base, secrets.token_hex(4))
+    try:
+        with sftp.open(temp, "wx") as handle:
+            handle.chmod(item["mode"])
+            handle.set_pipelined(True)
+            handle.write(item["data"])
+        sftp.posix_rename(temp, item["path"])
+    except BaseException:
+        try:
+            sftp.remove(temp)
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+        raise
+
+
+def _put_staged(connection, sftp, label, changed):
+    """Non-root user: upload into a private 0700 directory, then root copies each file beside
+    its target (umask 077, so never readable by others), sets its mode and renames it."""
+    stage = "/tmp/dialog-upload-%s" % secrets.token_hex(8)
+    sftp.mkdir(stage, 0o700)
+    lines = ["trap 'rm -rf %s' EXIT" % shlex.quote(stage), "umask 077"]
+    for index, item in enumerate(changed):
+        staged = "%s/%d" % (stage, index)
+        with sftp.open(staged, "wx") as handle:
+            handle.chmod(0o600)
+            handle.set_pipelined(True)
+            handle.write(item["data"])
+        temp = "%s.dialog-%s" % (item["path"], secrets.token_hex(4))
+        # One command a line: `set -e` ignores failures inside an && list.
+        lines += ["cp -- %s %s" % (shlex.quote(staged), shlex.quote(temp)),
+                  "chown root:root %s" % shlex.quote(temp),
+                  "chmod %o %s" % (item["mode"], shlex.quote(temp)),
+                  "mv -f -- %s %s" % (shlex.quote(temp), shlex.quote(item["path"]))]
+    _run_script(connection, label, _fragment("upload", "\n".join(lines)), SCRIPT_TIMEOUT,
+                "upload")
+
+
+def upload_changed(connection, files):
+    """Upload the files whose content or mode differs on the host; (uploaded, unchanged) paths.
+
+    One SSH command creates the parent directories and reads every target's mode and sha256
+    (missing files are simply different); SFTP then writes each changed file to a temporary
+    name with its mode already set and renames it into place. Contents are never printed."""
+    checked = _checked_files(files)
+    label = connection.host
+    marks = _run_script(connection, label, _files_fragment([i["path"] for i in checked]),
+                        SCRIPT_TIMEOUT, "upload")
+    return _apply_uploads(connection, label, checked, _remote_files(marks))
+
+
+# ----------------------------------------------------------------------------- compose
+
+# Runs on the host ahead of the health probe (lib.health.PROBE_SOURCE provides run(),
+# compose_argv() and last_line()). `up -d --remove-orphans` runs when a file changed, when a
+# service is not running, or when the files differ from those the last successful `up` ran with
+# (a run that crashed between upload and up is finished by the next one).
+COMPOSE_PRELUDE = r'''
+def compose_rows(text):
+    text = text.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def compose_failed(step, status, out, err):
+    if status is None:
+        return {"error": step, "detail": err}
+    return {"error": step, "detail": last_line(err) or last_line(out) or "exit %d" % status}
+
+
+def before(request):
+    compose = request["compose"]
+    base = compose_argv(request)
+    # config -q and ps only read: run them side by side.
+    answers = {}
+    reader = threading.Thread(target=lambda: answers.update(
+        ps=run(base + ["ps", "--format", "json"], 60)))
+    reader.daemon = True
+    reader.start()
+    status, out, err = run(base + ["config", "-q"], 120)
+    reader.join()
+    if status != 0:
+        return compose_failed("compose config", status, out, err)
+    status, out, err = answers["ps"]
+    if status != 0:
+        return compose_failed("compose ps", status, out, err)
+    try:
+        rows = compose_rows(out)
+    except ValueError:
+        return {"error": "compose ps", "detail": "unreadable `ps --format json` output"}
+    running = sorted(set(row.get("Service") for row in rows
+                         if str(row.get("State", "")).lower() == "running"))
+    missing = [name for name in compose["services"] if name not in running]
+    marker = compose["marker"]
+    try:
+        with open(marker) as handle:
+            applied = handle.read().strip()
+    except OSError:
+        applied = ""
+    if not compose["changed"] and not missing and applied == compose["digest"]:
+        return {"status": "unchanged", "running": running}
+    status, out, err = run(base + ["up", "-d", "--remove-orphans"], compose["up_timeout"])
+    if status != 0:
+        return compose_failed("compose up", status, out, err)
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker + ".new", "w") as handle:
+            handle.write(compose["digest"] + "\n")
+        os.replace(marker + ".new", marker)
+    except OSError:
+        pass  # the next run then runs `up` once more, which changes nothing
+    return {"status": "updated" if running else "started", "running": running,
+            "missing": missing}
+'''
+
+
+def _compose_request(rendered, checked, changed):
+    digest = hashlib.sha256("".join(
+        "%s %o %s\n" % (item["path"], item["mode"], item["sha256"])
+        for item in sorted(checked, key=lambda i: i["path"])).encode()).hexdigest()
+    marker = posixpath.join(APPLIED_DIR, "%s.applied" % re.sub(r"[^A-Za-z0-9_.-]", "_",
+                                                               rendered["project"]))
+    return {"services": list(rendered.get("services") or []), "changed": bool(changed),
+            "digest": digest, "marker": marker, "up_timeout": UP_TIMEOUT}
+
+
+def _compose_outcome(label, outcome, redact):
+    if outcome.get("error"):
+        raise ResourceFailed("%s: %s failed: %s" % (label, outcome["error"],
+                                                    redact(outcome.get("detail") or "")))
+    return outcome["status"]
+
+
+def compose_up(connection, rendered, changed):
+    """`docker compose -p P -f F config -q`, then `up -d --remove-orphans` when `changed`, when
+    a service is not running (`ps --format json`) or when the last up ran with other files;
+    "started" (nothing was running), "updated" or "unchanged". One SSH command."""
+    checked = _checked_files(rendered.get("files"))
+    request = health.probe_request(rendered)
+    request["checks"] = None
+    request["compose"] = _compose_request(rendered, checked, changed)
+    result = health.run_probe(connection, rendered, request, COMPOSE_PRELUDE,
+                              timeout=COMPOSE_TIMEOUT, step="compose")
+    return _compose_outcome(health.host_label(rendered), result["before"],
+                            health.redactor(rendered.get("files")))
+
+
+# ----------------------------------------------------------------------------- a whole host
+
+def is_proxy(rendered):
+    """True for hosts that terminate TLS: rendered["tls"] when given, else a proxy role."""
+    if "tls" in rendered:
+        return bool(rendered["tls"])
+    return any(role in PROXY_ROLES for role in health.host_roles(rendered))
+
+
+def bootstrap_host(connection, rendered, progress=None, health_timeout=300,
+                   health_interval=health.DEFAULT_INTERVAL):
+    """Make one rendered host run; return {"host", "docker", "tls" (proxy hosts), "uploaded",
+    "unchanged", "compose", "checks", "changed"}.
+
+    Steps: Docker present (installed if missing), self-signed TLS on proxy hosts, changed files
+    uploaded, compose up when needed, every check passing within health_timeout seconds.
+    progress(line) gets lines such as "dialog-postgres-1: uploaded 3 files". Failures raise
+    ResourceFailed (ProviderError when SSH itself fails) naming host, roles and step; no
+    message contains a secret."""
+    say = progress or _NOOP
+    host = rendered["host"]
+    label = health.host_label(rendered)
+    checked = _checked_files(rendered.get("files"))
+    redact = health.redactor(rendered.get("files"))
+    tls = is_proxy(rendered)
+
+    script = _fragment("docker", DOCKER_BODY)
+    if tls:
+        script += _tls_fragment(TLS_DIR)
+    script += _files_fragment([item["path"] for item in checked])
+    marks = _run_script(connection, label, script, DOCKER_TIMEOUT, "prepare", redact)
+    docker = _mark(marks, "docker")
+    say("%s: docker %s" % (host, docker))
+    tls_state = _mark(marks, "tls") if tls else None
+    if tls:
+        say("%s: TLS certificate %s" % (host, tls_state))
+
+    uploaded, unchanged = _apply_uploads(connection, label, checked, _remote_files(marks))
+    if uploaded:
+        say("%s: uploaded %d file%s" % (host, len(uploaded), "" if len(uploaded) == 1 else "s"))
+    else:
+        say("%s: %d files unchanged" % (host, len(unchanged)))
+
+    request = health.probe_request(rendered, health_timeout, health_interval)
+    request["compose"] = _compose_request(rendered, checked, uploaded)
+    result = health.run_probe(connection, rendered, request, COMPOSE_PRELUDE,
+                              timeout=COMPOSE_TIMEOUT + health_timeout, step="compose")
+    compose = _compose_outcome(label, result["before"], redact)
+    say("%s: compose %s (%d services)" % (host, compose, len(rendered.get("services") or [])))
+    results = health.scrub_results(rendered, result["health"]["results"])
+    checks = health.raise_for_failures(rendered, results, health_timeout)
+    say("%s: healthy (%d checks)" % (host, len(checks)))
+
+    outcome = {"host": host, "docker": docker, "uploaded": uploaded, "unchanged": unchanged,
+               "compose": compose, "checks": checks,
+               "changed": bool(uploaded) or compose != "unchanged" or docker == "installed"
+               or tls_state == "created"}
+    if tls:
+        outcome["tls"] = tls_state
+    return outcome
+
+
+# ----------------------------------------------------------------------------- first admin
+
+def create_admin(connection, rendered_dialog_server, login, password,
+                 service="dialog-server"):
+    """Create the first Dialog user and grant it admin rights; idempotent.
+
+    Runs `/opt/docker/bin/cli create-user --login LOGIN` and then `admin-grant --login LOGIN`
+    with `docker compose exec -T` in the dialog-server service, in one SSH command. A user that
+    "already exists" counts as created. The password never appears in a command line (where
+    `ps` would show it to every user of the host) nor in an environment: it is written on the
+    SSH command's stdin, which `exec -T` hands to create-user's stdin, and any error text is
+    scrubbed of it. Returns {"host", "login", "created" (False when it existed), "admin"}."""
+    rendered = rendered_dialog_server
+    label = health.host_label(rendered)
+    if not isinstance(login, str) or not LOGIN_RE.match(login):
+        raise InputError("login", "must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    if not isinstance(password, str) or not password or "\n" in password or "\0" in password:
+        raise InputError("password", "must be a non-empty single line (the value is not shown)")
+    cli = "docker compose -p %s -f %s exec -T %s /opt/docker/bin/cli" % (
+        shlex.quote(rendered["project"]), shlex.quote(rendered["compose_file"]),
+        shlex.quote(service))
+    quoted = shlex.quote(login)
+    script = "\n".join([
+        "out=$(%s create-user --login %s 2>&1); rc=$?" % (cli, quoted),
+        "if [ $rc -eq 0 ]; then echo '@user created'",
+        "elif printf '%s' \"$out\" | grep -qi 'already exists'; then echo '@user exists'",
+        "else printf '%s\\n' \"$out\" | tail -n 2 >&2; echo '@fail create-user'; exit 1; fi",
+        "out=$(%s admin-grant --login %s 2>&1 </dev/null); rc=$?" % (cli, quoted),
+        "if [ $rc -ne 0 ]; then printf '%s\\n' \"$out\" | tail -n 2 >&2;"
+        " echo '@fail admin-grant'; exit 1; fi",
+        "echo '@admin granted'",
+    ])
+
+    scrub = health.redactor(rendered.get("files"))
+
+    def redact(text):
+        return scrub(text.replace(password, "***"))
+
+    command = health.sudo_prefix(connection) + "sh -c " + shlex.quote(script)
+    try:
+        status, out, err = health.remote(connection, command, password + "\n", SCRIPT_TIMEOUT)
+    except health.RemoteTimeout as exc:
+        raise ResourceFailed("%s: create admin: %s" % (label, exc)) from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ProviderError("%s: create admin: SSH connection lost: %s" % (label, _reason(exc))) \
+            from None
+    marks = [line[1:].partition(" ")[::2] for line in out.splitlines() if line.startswith("@")]
+    if status != 0:
+        failed = [value for key, value in marks if key == "fail"]
+        raise ResourceFailed("%s: %s for %s failed: %s" % (
+            label, failed[0] if failed else "create admin", login,
+            _tail(err, redact) or "exit status %s" % status))
+    return {"host": rendered["host"], "login": login,
+            "created": _mark(marks, "user") == "created", "admin": True}

@@ -1,0 +1,50 @@
+"""What the pack remembers of a deployment between runs: its tier, where it runs and its size.
+
+The provider's tags say which hosts exist; this record says what they were deployed as, so that
+dialog.status, dialog.scale and the sensor can be called with just the deployment's name. It is
+kept in the StackStorm datastore, next to (and unlike) the encrypted secrets, in plain JSON.
+"""
+
+import json
+
+from lib.deployment_secrets import datastore_key
+
+KEY_TEMPLATE = "dialog.%s.deployment"
+FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class", "profile")
+
+
+def record_key(deployment):
+    return KEY_TEMPLATE % deployment
+
+
+def record_of(plan, profile=None):
+    """The record of a deployment from its plan: the fields above and the size of each group
+    of hosts (e.g. {"dialog-server": 3, "cassandra": 3})."""
+    groups = {}
+    for host in plan["hosts"]:
+        groups[host["group"]] = groups.get(host["group"], 0) + 1
+    record = {name: plan.get(name) for name in FIELDS if name != "profile"}
+    record.update(deployment=plan["deployment"], profile=profile, groups=groups)
+    return record
+
+
+def save_record(datastore, record):
+    """Store the record; True when it differed from the stored one."""
+    key = record_key(record["deployment"])
+    text = json.dumps(record, sort_keys=True)
+    if datastore.get_value(key, local=False) == text:
+        return False
+    datastore.set_value(key, text, local=False)
+    return True
+
+
+def load_record(datastore, deployment):
+    """The stored record, or None for a deployment never deployed (or deployed elsewhere)."""
+    stored = datastore.get_value(record_key(deployment), local=False)
+    return json.loads(stored) if stored else None
+
+
+def forget_deployment(datastore, deployment):
+    """Delete the record and the secrets of a destroyed deployment; the keys deleted."""
+    keys = [record_key(deployment), datastore_key(deployment)]
+    return [key for key in keys if datastore.delete_value(key, local=False)]

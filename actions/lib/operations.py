@@ -1,0 +1,141 @@
+"""Deployment-level operations on hosts over SSH: bootstrap one, check all, create the admin.
+
+The actions call these with a deployment context (hosts, secrets, images: see
+DialogAction.deployment_context) and SSH options from the profile. Everything here is plain
+Python; each function opens its own connections and closes them on every path.
+"""
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+from lib import bootstrap, health
+from lib.catalog import default_catalog
+from lib.errors import DialogError, InputError
+from lib.render import public_address, render_host
+from lib.stages import hosts_with
+
+SSH_ADDRESSES = ("private", "public")
+DEFAULT_SSH_WAIT = 600.0
+CHECK_CONCURRENCY = 16
+
+
+def _noop(_message):
+    return None
+
+
+def ssh_address(host, via="private"):
+    """The address the runner logs in at. `private` suits a runner inside the deployment's
+    network (or joined to it by VPN or peering); `public` a runner on the internet, and falls
+    back to the private address for hosts that have no public one."""
+    if via not in SSH_ADDRESSES:
+        raise InputError("ssh_address", "unknown way to reach hosts: %r" % (via,),
+                         list(SSH_ADDRESSES))
+    if via == "public" and host.get("public_addresses"):
+        return host["public_addresses"][0]
+    if not host.get("private_address"):
+        raise InputError("hosts", "host %s has no private address in the inventory"
+                         % host["name"])
+    return host["private_address"]
+
+
+def _login(ssh, host):
+    """fabric connect() arguments for one host: a static host may name its own SSH user."""
+    return {"user": host.get("ssh_user") or ssh.get("user") or "root",
+            "key_file": ssh.get("key_file"), "private_key_text": ssh.get("private_key_text")}
+
+
+@contextlib.contextmanager
+def session(host, ssh, wait=None, progress=_noop):
+    """An SSH connection to a host of the inventory, closed on exit. With `wait` seconds, the
+    host is first given that long to accept SSH (a new host is still booting)."""
+    address = ssh_address(host, ssh.get("via") or "private")
+    login = _login(ssh, host)
+    if wait:
+        progress("%s: waiting for SSH at %s" % (host["name"], address))
+        waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait, **login)
+        progress("%s: SSH ready after %.1fs" % (host["name"], waited))
+    connection = bootstrap.connect(address, **login)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _host(context, name):
+    for host in context["hosts"]:
+        if host["name"] == name:
+            return host
+    raise InputError("host", "no host named %r in the inventory" % (name,),
+                     sorted(h["name"] for h in context["hosts"]))
+
+
+def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_WAIT,
+                  progress=_noop):
+    """Render, upload, start and check one host; bootstrap.bootstrap_host's result plus the
+    host's roles and the seconds SSH took to come up."""
+    rendered = render_host(context, name)
+    progress("%s: bootstrapping %s" % (name, ", ".join(rendered["roles"])))
+    with session(_host(context, name), ssh, wait=ssh_wait, progress=progress) as connection:
+        outcome = bootstrap.bootstrap_host(connection, rendered, progress=progress,
+                                           health_timeout=health_timeout)
+    outcome["roles"] = rendered["roles"]
+    return outcome
+
+
+def _check_host(context, host, ssh):
+    record = {"name": host["name"], "roles": host["roles"],
+              "private_address": host.get("private_address"),
+              "public_addresses": host.get("public_addresses") or []}
+    try:
+        rendered = render_host(context, host["name"])
+        with session(host, ssh) as connection:
+            checks = health.run_checks(connection, rendered)
+        record.update(checks=checks, healthy=all(c["ok"] for c in checks), error=None)
+    except DialogError as exc:
+        # One unreachable host must not hide the others' health.
+        record.update(checks=[], healthy=False, error=str(exc))
+    return record
+
+
+def check_all(context, ssh, concurrency=CHECK_CONCURRENCY):
+    """Every host's checks, run once and concurrently: [{"name", "roles", "private_address",
+    "public_addresses", "healthy", "checks", "error"}] in inventory order."""
+    hosts = context["hosts"]
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(hosts))) as pool:
+        return list(pool.map(lambda h: _check_host(context, h, ssh), hosts))
+
+
+def first_admin(context, ssh, progress=_noop):
+    """Create the first admin through the first dialog server (idempotent). The login and
+    password come from the deployment's secrets and the password never leaves them."""
+    servers = hosts_with(context["hosts"], "dialog-server")
+    if not servers:
+        raise InputError("hosts", "the inventory has no dialog-server host to create the first "
+                         "admin on")
+    secrets = context["secrets"]
+    rendered = render_host(context, servers[0]["name"])
+    with session(servers[0], ssh) as connection:
+        outcome = bootstrap.create_admin(connection, rendered, secrets["admin_login"],
+                                         secrets["admin_password"])
+    state = "created" if outcome["created"] else "already there"
+    progress("%s: first admin %r %s" % (servers[0]["name"], outcome["login"], state))
+    return outcome
+
+
+def endpoints(hosts, catalog=None):
+    """Where clients connect: the proxies' public address for web, API, WebSocket and the mobile
+    protocol (all on the HTTPS port, see nginx.conf.j2), the voice hosts' for TURN. Point DNS at
+    every address in `proxies`; `web` and the others name the first for convenience."""
+    catalog = catalog or default_catalog()
+    proxies = [a for h in hosts_with(hosts, "proxy") for a in (h.get("public_addresses") or [])]
+    voice = [public_address(h) for h in hosts_with(hosts, "voice")]
+    result = {"proxies": proxies, "turn": ["turn:%s:%d" % (a, catalog.port("voice", "turn"))
+                                           for a in voice]}
+    if proxies:
+        https = catalog.port("proxy", "https")
+        where = proxies[0] if https == 443 else "%s:%d" % (proxies[0], https)
+        result.update(web="https://%s/" % where, api="https://%s/v1" % where,
+                      websocket="wss://%s/" % where, mobile="tls://%s:%d" % (proxies[0], https))
+    return result

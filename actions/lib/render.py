@@ -1,0 +1,333 @@
+"""What each host runs, as files: its docker-compose file and the configuration its services read.
+
+render_host(context, name) turns the deployment (inventory hosts, secrets, images) into the files
+one host needs. It is pure: the same context renders the same bytes, so the bootstrap can upload
+only what changed. Every port comes from the catalog's `services` block; the templates in
+templates/ say how each component is configured and why.
+
+Secrets appear only in files marked secret (mode 0600): env files that compose reads, and the
+configuration files that must hold a credential themselves (server.conf, turnserver.conf).
+"""
+
+import hashlib
+import json
+import os
+import re
+import uuid
+
+import jinja2
+
+from lib.catalog import default_catalog
+from lib.errors import InputError
+from lib.stages import by_index, cassandra_seed_hosts, hosts_with
+
+PROJECT = "dialog"
+COMPOSE_FILE = "/opt/dialog/docker-compose.yml"
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+# Public images that exist on their registries, pinned so that a re-deploy does not silently
+# upgrade a database. A profile's `images` may override any of them.
+DEFAULT_IMAGES = {
+    "postgres": "postgres:16",
+    "pgbouncer": "edoburu/pgbouncer:v1.25.1-p0",
+    "cassandra": "cassandra:4.1",
+    "coturn": "coturn/coturn:4.6.2",
+    "nginx": "nginx:1.26",
+    "prometheus": "prom/prometheus:v2.53.0",
+    "node_exporter": "prom/node-exporter:v1.8.2",
+    "ceph": "quay.io/ceph/ceph:v18.2.4",
+}
+# Dialog's own images were served from registries that no longer exist: no default is honest.
+DIALOG_IMAGES = ("dialog_server", "web_app", "dashboard", "push")
+ROLE_IMAGES = {"dialog-server": ("dialog_server",), "web": ("web_app", "dashboard"),
+               "push": ("push",)}
+
+# Compose services per role, in the order they appear in a compose file; "*" is every host.
+ROLE_SERVICES = {
+    "proxy": ["nginx"],
+    "web": ["web-app", "dashboard", "prometheus"],
+    "voice": ["coturn"],
+    "push": ["push"],
+    "dialog-server": ["dialog-server"],
+    "postgres": ["postgres", "pgbouncer"],
+    "cassandra": ["cassandra"],
+    "s3-gateway": ["rgw"],
+    "storage": ["ceph-mon", "ceph-mgr", "ceph-osd"],
+    "*": ["node-exporter"],
+}
+
+# Secrets a role's files need. The dialog servers need S3_SECRETS too with self-hosted storage,
+# a Postgres pair needs replication_password.
+S3_SECRETS = ("s3_access_key", "s3_secret_key")
+ROLE_SECRETS = {
+    "dialog-server": ("postgres_password", "turn_username", "turn_password", "server_secret",
+                      "server_key_public", "server_key_private"),
+    "postgres": ("postgres_password",),
+    "voice": ("turn_username", "turn_password"),
+    "s3-gateway": S3_SECRETS,
+}
+# Where nginx forwards a health check to a web-app that has no port of its own (mini).
+WEB_APP_HEALTH_PATH = "/healthz/web-app"
+
+# Roles whose hosts a role's configuration points at.
+ROLE_NEEDS = {
+    "proxy": ("web", "dialog-server"),
+    "web": ("dialog-server",),
+    "dialog-server": ("postgres", "cassandra", "voice", "push"),
+    "s3-gateway": ("storage",),
+}
+
+# Config files: (path on the host, template, mode, holds a secret).
+SERVER_CONF = ("/etc/dialog/server.conf", "server.conf.j2", 0o600, True)
+POSTGRES_ENV = ("/etc/dialog/postgres.env", "postgres.env.j2", 0o600, True)
+PGBOUNCER_ENV = ("/etc/dialog/pgbouncer.env", "pgbouncer.env.j2", 0o600, True)
+PG_INIT = ("/etc/dialog/postgres/init-replication.sh", "postgres-init-replication.sh.j2",
+           0o644, False)
+PG_STANDBY = ("/etc/dialog/postgres/standby.sh", "postgres-standby.sh.j2", 0o644, False)
+TURN_CONF = ("/etc/dialog/turnserver.conf", "turnserver.conf.j2", 0o600, True)
+PUSH_CONF = ("/etc/dialog/push.yaml", "push.yaml.j2", 0o644, False)
+PROMETHEUS_CONF = ("/etc/dialog/prometheus.yml", "prometheus.yml.j2", 0o644, False)
+NGINX_CONF = ("/etc/dialog/nginx.conf", "nginx.conf.j2", 0o644, False)
+CEPH_CONF = ("/etc/dialog/ceph/ceph.conf", "ceph.conf.j2", 0o644, False)
+S3_ENV = ("/etc/dialog/s3.env", "s3.env.j2", 0o600, True)
+
+
+def _quote(value):
+    """A double-quoted string that YAML and HOCON both read back as the same text."""
+    return json.dumps(str(value))
+
+
+def _env_value(value):
+    """A value for a compose env file: single quotes keep $, # and spaces literal."""
+    if "'" in value or "\n" in value:
+        raise ValueError("contains a single quote or a newline")
+    return "'%s'" % value
+
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+                          undefined=jinja2.StrictUndefined, autoescape=False,
+                          keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+_ENV.filters["q"] = _quote
+_ENV.filters["regex_escape"] = re.escape
+
+
+def resolve_images(images):
+    """The profile's images over the public defaults. Unknown keys are refused (a typo would
+    otherwise be ignored); Dialog's own images stay unset unless the profile names them."""
+    images = dict(images or {})
+    known = sorted(set(DEFAULT_IMAGES) | set(DIALOG_IMAGES))
+    unknown = sorted(set(images) - set(known))
+    if unknown:
+        raise InputError("images", "unknown image key %s" % ", ".join(unknown), known)
+    resolved = dict(DEFAULT_IMAGES)
+    resolved.update({key: value for key, value in images.items() if value})
+    return resolved
+
+
+def cassandra_seeds(hosts):
+    """Seed addresses (see stages.cassandra_seed_hosts: the same hosts bootstrap first)."""
+    return [h["private_address"] for h in cassandra_seed_hosts(hosts)]
+
+
+def public_address(host):
+    """The address clients on the internet reach a host at (its private one if it has none)."""
+    return (host.get("public_addresses") or [host["private_address"]])[0]
+
+
+def _proxied_push_purposes(catalog, tier):
+    """Push ports the seed opens on the proxies (small-failover: the push host is private)."""
+    for server in catalog.tier(tier)["servers"]:
+        if "proxy" in server["roles"]:
+            opened = {text for rule in server["ports"] if rule["role"] == "proxy"
+                      for text in rule["ports"]}
+            return [p for p in ("grpc", "http") if str(catalog.port("push", p)) in opened]
+    return []
+
+
+def _check_inputs(context, host, images):
+    roles = set(host["roles"])
+    missing = [key for role in sorted(roles & set(ROLE_IMAGES)) for key in ROLE_IMAGES[role]
+               if not images.get(key)]
+    if missing:
+        names = ["images.%s" % key for key in sorted(missing)]
+        raise InputError("images", "%s %s not set: Dialog's images are not on any public "
+                         "registry, so %s needs them from yours; name them in the profile's "
+                         "images (%s)" % (" and ".join(names), "is" if len(names) == 1 else "are",
+                                          host["name"], ", ".join(names)))
+    present = {role for h in context["hosts"] for role in h["roles"]}
+    lacking = sorted({other for role in roles for other in ROLE_NEEDS.get(role, ())
+                      if other not in present})
+    if "dialog-server" in roles and context.get("with_storage") and "s3-gateway" not in present:
+        lacking.append("s3-gateway")
+    if lacking:
+        raise InputError("hosts", "%s needs hosts with the role %s, and the inventory has none"
+                         % (host["name"], ", ".join(lacking)))
+    needed = {name for role in roles for name in ROLE_SECRETS.get(role, ())}
+    if "dialog-server" in roles and context.get("with_storage"):
+        needed.update(S3_SECRETS)
+    postgres = hosts_with(context["hosts"], "postgres")
+    if "postgres" in roles and len(postgres) > 1:
+        needed.add("replication_password")
+    secrets = context.get("secrets") or {}
+    absent = sorted(n for n in needed if not secrets.get(n))
+    if absent:
+        raise InputError("secrets", "%s needs %s" % (host["name"], ", ".join(absent)))
+
+
+def _model(context, host, images, catalog):
+    """Everything the templates need, computed once (addresses sorted by index)."""
+    hosts = context["hosts"]
+    deployment = context["deployment"]
+    postgres = hosts_with(hosts, "postgres")
+    dialog = hosts_with(hosts, "dialog-server")
+    roles = [r for r in catalog.role_names if r in host["roles"]]
+    return {
+        "deployment": deployment, "tier": context["tier"], "project": PROJECT,
+        "with_storage": bool(context.get("with_storage")),
+        "host": host, "address": host["private_address"], "roles": roles,
+        "public_address": public_address(host),
+        "hosts": by_index(hosts), "images": images, "secrets": context.get("secrets") or {},
+        "cluster_name": "%s-%s" % (PROJECT, deployment),
+        "postgres_primary": postgres[0] if postgres else None,
+        "postgres_standbys": postgres[1:],
+        "is_postgres_primary": bool(postgres) and postgres[0]["name"] == host["name"],
+        "cassandra": hosts_with(hosts, "cassandra"),
+        "cassandra_seeds": cassandra_seeds(hosts),
+        "dialog": dialog,
+        "voice": hosts_with(hosts, "voice"),
+        "push": hosts_with(hosts, "push"),
+        "web": hosts_with(hosts, "web"),
+        "s3_gateways": hosts_with(hosts, "s3-gateway"),
+        "storage": hosts_with(hosts, "storage"),
+        # One OSD per storage host, created in the hosts' order: osd.0 on the first.
+        "osd_id": [h["name"] for h in hosts_with(hosts, "storage")].index(host["name"])
+        if "storage" in host["roles"] else None,
+        "proxied_push": _proxied_push_purposes(catalog, context["tier"]),
+        # Ceph needs a cluster id; derived from the deployment name so renders are repeatable.
+        "ceph_fsid": str(uuid.uuid5(uuid.NAMESPACE_URL, "stackstorm-dialog:" + deployment)),
+        "role_groups": [(role, hosts_with(hosts, role)) for role in catalog.role_names
+                        if hosts_with(hosts, role)],
+        "port": catalog.port,
+        "web_app_health_path": WEB_APP_HEALTH_PATH,
+        "env": _env_value,
+    }
+
+
+def _file(spec, model):
+    path, template, mode, secret = spec
+    return {"path": path, "content": _ENV.get_template(template).render(model), "mode": mode,
+            "secret": secret}
+
+
+def _config_files(model):
+    """{service: [file, ...]}: the files each compose service of this host reads."""
+    roles, files = model["roles"], {}
+    if "proxy" in roles:
+        files["nginx"] = [_file(NGINX_CONF, model)]
+    if "web" in roles:
+        files["prometheus"] = [_file(PROMETHEUS_CONF, model)]
+    if "voice" in roles:
+        files["coturn"] = [_file(TURN_CONF, model)]
+    if "push" in roles:
+        files["push"] = [_file(PUSH_CONF, model)]
+    if "dialog-server" in roles:
+        files["dialog-server"] = [_file(SERVER_CONF, model)]
+    if "postgres" in roles:
+        files["postgres"] = [_file(POSTGRES_ENV, model)]
+        if model["is_postgres_primary"] and model["postgres_standbys"]:
+            files["postgres"].append(_file(PG_INIT, model))
+        elif not model["is_postgres_primary"]:
+            files["postgres"].append(_file(PG_STANDBY, model))
+        files["pgbouncer"] = [_file(PGBOUNCER_ENV, model)]
+    if "storage" in roles or "s3-gateway" in roles:
+        ceph = _file(CEPH_CONF, model)
+        for service in ("ceph-mon", "ceph-mgr", "ceph-osd") if "storage" in roles else ():
+            files[service] = [ceph]
+        if "s3-gateway" in roles:
+            files["rgw"] = [ceph, _file(S3_ENV, model)]
+    return files
+
+
+def _digest(files):
+    text = "".join("%s\n%s\n" % (f["path"], f["content"]) for f in files)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _checks(model, catalog):
+    """Health checks, per role, against the host's private address."""
+    port, address, roles = catalog.port, model["address"], model["roles"]
+    checks = []
+
+    def add(name, role, service, kind, port_, path=None, command=None):
+        checks.append({"name": name, "role": role, "service": service, "kind": kind,
+                       "address": address, "port": port_, "path": path, "command": command})
+
+    if "proxy" in roles:
+        add("nginx http", "proxy", "nginx", "http", port("proxy", "http"), "/")
+    if "web" in roles:
+        if "proxy" in roles:
+            # web-app shares the host with nginx and has no port of its own: nginx passes this
+            # path on its http port to the web-app's "/" (see nginx.conf).
+            add("web-app http", "web", "web-app", "http", port("proxy", "http"),
+                WEB_APP_HEALTH_PATH)
+        else:
+            add("web-app http", "web", "web-app", "http", port("web", "http"), "/")
+        add("dashboard http", "web", "dashboard", "http", port("web", "dashboard"), "/")
+        add("prometheus http", "web", "prometheus", "http", port("web", "prometheus"),
+            "/-/ready")
+    if "voice" in roles:
+        add("coturn stun", "voice", "coturn", "stun", port("voice", "turn"))
+    if "push" in roles:
+        add("push http", "push", "push", "http", port("push", "http"), "/health")
+    if "dialog-server" in roles:
+        add("dialog-server http", "dialog-server", "dialog-server", "http",
+            port("dialog-server", "http"), "/v1/status")
+    if "postgres" in roles:
+        add("postgres ready", "postgres", "postgres", "exec", port("postgres", "postgres"),
+            command=["pg_isready", "--username=dialog", "--dbname=dialog"])
+        add("pgbouncer tcp", "postgres", "pgbouncer", "tcp", port("postgres", "pgbouncer"))
+    if "cassandra" in roles:
+        # Healthy when this node's line in `nodetool status` reads UN (up, normal).
+        add("cassandra ring", "cassandra", "cassandra", "cassandra", port("cassandra", "cql"),
+            command=["nodetool", "status"])
+    if "s3-gateway" in roles:
+        add("rgw http", "s3-gateway", "rgw", "http", port("s3-gateway", "rgw"), "/")
+    if "storage" in roles:
+        add("ceph-mon tcp", "storage", "ceph-mon", "tcp", port("storage", "monitor"))
+    add("node-exporter http", "*", "node-exporter", "http", port("*", "node_exporter"),
+        "/metrics")
+    return checks
+
+
+def render_host(context, name, catalog=None):
+    """The files, compose services and health checks of one host of the deployment."""
+    catalog = catalog or default_catalog()
+    by_name = {h["name"]: h for h in context["hosts"]}
+    if name not in by_name:
+        raise InputError("host", "no host named %r in the inventory" % (name,), sorted(by_name))
+    host = by_name[name]
+    images = resolve_images(context.get("images"))
+    _check_inputs(context, host, images)
+    model = _model(context, host, images, catalog)
+    try:
+        per_service = _config_files(model)
+    except ValueError as exc:
+        # Only _env_value raises here; say which kind of value, never the value itself.
+        raise InputError("secrets", "a secret for %s %s; env files cannot hold it"
+                         % (name, exc)) from None
+    services = [s for role in model["roles"] + ["*"] for s in ROLE_SERVICES[role]]
+    model["config_hash"] = {s: _digest(files) for s, files in per_service.items()}
+    model["services"] = services
+    compose = {"path": COMPOSE_FILE, "content": _ENV.get_template("docker-compose.yml.j2")
+               .render(model), "mode": 0o644, "secret": False}
+    others = {f["path"]: f for files in per_service.values() for f in files}
+    return {
+        "host": name,
+        "address": host["private_address"],
+        "roles": model["roles"],
+        "project": PROJECT,
+        "compose_file": COMPOSE_FILE,
+        "files": [compose] + [others[path] for path in sorted(others)],
+        "services": services,
+        "checks": _checks(model, catalog),
+    }

@@ -1,0 +1,641 @@
+"""Sandbox hosts: Linux network namespaces that look like small VMs reachable over SSH.
+
+    with SandboxHosts(workdir) as hosts:                # bridge 10.80.255.254/16
+        hosts.boot("dialog-server-1", "10.80.0.12")     # returns at once; boots in a thread
+        hosts.wait_ready("dialog-server-1")
+        # ssh -i workdir/id_ed25519 root@10.80.0.12  (or fabric/paramiko with ssh_key_path)
+
+Layout on this machine (the action runner):
+
+* one Linux bridge ``dsb<token>br`` in the root namespace holding ``gateway`` (by default the
+  last usable address of ``cidr``), so this machine reaches every host directly;
+* per host a network namespace ``dsb<token>-<name>`` with ``eth0`` (a veth whose peer
+  ``dsb<token><index>`` sits in the bridge), the host's address with the cidr's prefix length,
+  loopback up and a default route via the gateway. This machine does not forward the hosts'
+  traffic anywhere: a policy-routing rule sends anything arriving from the bridge for another
+  network to an ``unreachable`` route, so hosts reach only each other and this machine;
+* per host, in new mount, UTS and PID namespaces, ``sshd`` runs as the host's PID 1 (so it
+  reaps orphans, and killing it ends every process of the host). The hostname is the host's
+  name, ``/etc/hosts`` is per host, and these paths are bind mounts of directories under
+  ``host_root(name)`` (``workdir/<name>/``): ``/etc/dialog``, ``/opt/dialog``,
+  ``/var/lib/dialog``, ``/var/log/dialog`` and ``/usr/local/bin``. The last holds the host's
+  ``docker`` (devtools/sandbox/fake_docker.py) and hides this machine's ``/usr/local/bin`` from
+  the host; SSH sessions get ``PATH=/usr/local/bin:...`` first (sshd ``SetEnv``). The rest of
+  the filesystem is this machine's, shared by all hosts (python3, ip, coreutils ...);
+* SSH: user ``root``, public key only, with the ed25519 key pair generated in
+  ``workdir/id_ed25519`` (``ssh_key_path``); each host has its own ed25519 host key, listed in
+  ``workdir/known_hosts`` (``known_hosts_path``) while it runs. sshd's config, host key, pid
+  file, log and boot script are in ``workdir/<name>/.sandbox/``.
+
+The bind-mount targets (/etc/dialog, /opt/dialog, /var/lib/dialog, /var/log/dialog) must exist
+on this machine: the first boot creates them empty when missing, and ``close()`` removes the
+ones it created when they are still empty and no other sandbox is running.
+
+``<token>`` is the owner's PID and a sequence number, so namespaces, links and rules left by a
+process that died (SIGKILL, power loss) are recognised and removed by ``sweep_stale()``, which
+every new SandboxHosts runs first.
+
+Needs root, iproute2 (``ip netns``), util-linux (``unshare``, ``mount``) and openssh-server
+(``/usr/sbin/sshd``; Debian: ``apt-get install -y openssh-server``).
+"""
+
+import contextlib
+import dataclasses
+import ipaddress
+import itertools
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from . import fake_docker
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = "dsb"
+SSHD = "/usr/sbin/sshd"
+MOUNT_POINTS = ("/etc/dialog", "/opt/dialog", "/var/lib/dialog", "/var/log/dialog")
+BIN_MOUNT = "/usr/local/bin"
+SSH_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+RULE_PREF = 5210
+SSHD_START_TIMEOUT = 15.0
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+RESERVED_NAMES = ("id_ed25519", "id_ed25519.pub", "authorized_keys", "known_hosts")  # in workdir
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOKEN_RE = re.compile(r"^%s([0-9a-f]{6})([0-9a-f]{2})" % PREFIX)
+_SEQUENCE = itertools.count()
+
+# Host states, in order.
+PENDING, BOOTING, RUNNING, FAILED, TERMINATED = (
+    "pending", "booting", "running", "failed", "terminated")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot do what was asked (bad input, missing tool, boot failure)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HostInfo:
+    """A snapshot of one host. state: pending, booting, running, failed or terminated."""
+    name: str
+    address: str
+    state: str
+    namespace: str
+    root: str
+    error: str = None
+
+
+def preflight():
+    """What keeps sandbox hosts from working on this machine: a list of messages (empty = ok)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("sandbox hosts need root (network namespaces, a bridge, bind mounts); "
+                        "run as root")
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("mount", "mount")):
+        if shutil.which(tool) is None:
+            problems.append("%s is missing: apt-get install -y %s" % (tool, package))
+    if not os.access(SSHD, os.X_OK):
+        problems.append("%s is missing: apt-get update && apt-get install -y openssh-server"
+                        % SSHD)
+    if shutil.which("ip") is not None and os.geteuid() == 0:
+        result = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            problems.append("`ip netns` does not work here: %s" % result.stderr.strip())
+    return problems
+
+
+def _run(*argv, check=True, timeout=30):
+    result = subprocess.run(list(argv), capture_output=True, text=True, check=False,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise SandboxError("%s failed (%d): %s" % (" ".join(argv), result.returncode,
+                                                   result.stderr.strip()))
+    return result
+
+
+def _owner_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(name):
+    match = _TOKEN_RE.match(name)
+    return bool(match) and not _owner_alive(int(match.group(1), 16))
+
+
+def _list_netns():
+    out = _run("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _netns_pids(namespace):
+    result = _run("ip", "netns", "pids", namespace, check=False)
+    return {int(p) for p in result.stdout.split() if p.isdigit()}
+
+
+def _kill_netns(namespace, spare=()):
+    """SIGKILL every process in the namespace but `spare` until none is left."""
+    deadline = time.monotonic() + 10
+    while True:
+        pids = _netns_pids(namespace) - set(spare)
+        if not pids or time.monotonic() > deadline:
+            break
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _bridge_nf_iptables():
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables", encoding="ascii") as handle:
+            enabled = handle.read().strip() == "1"
+    except OSError:
+        enabled = False
+    return enabled and shutil.which("iptables") is not None
+
+
+def sweep_stale():
+    """Remove namespaces, links, rules and firewall rules left by sandboxes whose process died."""
+    for namespace in _list_netns():
+        if _stale(namespace):
+            LOG.warning("removing stale sandbox namespace %s", namespace)
+            _kill_netns(namespace)
+            _run("ip", "netns", "del", namespace, check=False)
+    for line in _run("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            link = parts[1].strip().split("@")[0]
+            if _stale(link):
+                _run("ip", "link", "del", link, check=False)
+    for line in _run("ip", "rule", "list", check=False).stdout.splitlines():
+        match = re.match(r"^(\d+):.*\biif (\S+) (?:\[detached\] )?lookup (\d+)", line)
+        if match and _stale(match.group(2)):
+            _run("ip", "rule", "del", "pref", match.group(1), "iif", match.group(2), "table",
+                 match.group(3), check=False)
+            _run("ip", "route", "flush", "table", match.group(3), check=False)
+    if _bridge_nf_iptables():
+        rules = _run("iptables", "-w", "-S", "FORWARD", check=False).stdout.splitlines()
+        for rule in rules:
+            match = re.match(r"^-A FORWARD -i (\S+) -o (\S+) -j ACCEPT$", rule)
+            if match and match.group(1) == match.group(2) and _stale(match.group(1)):
+                _run("iptables", "-w", "-D", "FORWARD", "-i", match.group(1), "-o",
+                     match.group(1), "-j", "ACCEPT", check=False)
+
+
+def _new_ed25519():
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH)
+    return private, public.decode()
+
+
+def _write(path, data, mode=0o644):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with open(os.open(path, flags, mode), "wb" if isinstance(data, bytes) else "w") as handle:
+        handle.write(data)
+    os.chmod(path, mode)
+
+
+class _Host:  # pylint: disable=too-many-instance-attributes
+    def __init__(self, name, address, namespace, veth, root):
+        self.name = name
+        self.address = address
+        self.namespace = namespace
+        self.veth = veth
+        self.root = root
+        self.state = PENDING
+        self.error = None
+        self.process = None
+        self.thread = None
+        self.cancel = threading.Event()
+        self.teardown_lock = threading.Lock()
+        self.host_public_key = None
+        self.timings = {}
+
+    def info(self):
+        return HostInfo(self.name, self.address, self.state, self.namespace, self.root,
+                        self.error)
+
+
+class SandboxHosts:  # pylint: disable=too-many-instance-attributes
+    """Boots and removes sandbox hosts on one bridge. See the module docstring.
+
+    workdir: a directory this object may fill (keys, per-host directories, logs); kept after
+    close() for inspection. cidr: the network all hosts live in. boot_delay: default seconds
+    between boot() and sshd starting (a VM's boot time). gateway: this machine's address on the
+    bridge (default: the last usable address of cidr). env: extra environment variables for
+    SSH sessions (sshd SetEnv), e.g. {"FAKE_CASSANDRA_JOIN_SECONDS": "3"}. python: the
+    interpreter the fake docker runs with (default: this one; it needs PyYAML).
+    """
+
+    def __init__(self, workdir, cidr="10.80.0.0/16", boot_delay=0.0, gateway=None, env=None,
+                 python=None):
+        problems = preflight()
+        if problems:
+            raise SandboxError("cannot create sandbox hosts: " + "; ".join(problems))
+        self.workdir = os.path.abspath(str(workdir))
+        self.network = ipaddress.ip_network(cidr)
+        if self.network.version != 4 or self.network.prefixlen > 29:
+            raise SandboxError("cidr must be an IPv4 network of at least 8 addresses: %s" % cidr)
+        self.gateway = str(gateway or self.network.broadcast_address - 1)
+        if ipaddress.ip_address(self.gateway) not in self.network:
+            raise SandboxError("gateway %s is not in %s" % (self.gateway, cidr))
+        self.boot_delay = float(boot_delay)
+        self.env = dict(env or {})
+        for key, value in self.env.items():
+            if not ENV_NAME_RE.match(key) or any(c in str(value) for c in "\"\n\\"):
+                raise SandboxError("unusable SSH environment variable %r=%r" % (key, value))
+        self.python = os.path.abspath(python or sys.executable)
+        self.token = "%06x%02x" % (os.getpid() & 0xFFFFFF, next(_SEQUENCE) % 256)
+        self.bridge = "%s%sbr" % (PREFIX, self.token)
+        self.table = str(int(self.token, 16) % 2000000000 + 1000)
+        self.ssh_key_path = os.path.join(self.workdir, "id_ed25519")
+        self.authorized_keys_path = os.path.join(self.workdir, "authorized_keys")
+        self.known_hosts_path = os.path.join(self.workdir, "known_hosts")
+        self._hosts = {}
+        self._lock = threading.Lock()
+        self._next_index = 0
+        self._closed = False
+        self._bridge_made = self._rule_made = self._iptables_made = False
+        self._preexisting_mounts = {p for p in MOUNT_POINTS if os.path.lexists(p)}
+        sweep_stale()
+        os.makedirs(self.workdir, exist_ok=True)
+        private, self.ssh_public_key = _new_ed25519()
+        self.ssh_public_key += " sandbox@dialog"
+        _write(self.ssh_key_path, private, 0o600)
+        _write(self.ssh_key_path + ".pub", self.ssh_public_key + "\n")
+        _write(self.authorized_keys_path, self.ssh_public_key + "\n")
+        _write(self.known_hosts_path, "")
+        try:
+            self._create_bridge()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------------------- public API
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def hosts(self):
+        """name -> HostInfo (address, state, namespace, root, error) for every host booted."""
+        with self._lock:
+            return {name: host.info() for name, host in self._hosts.items()}
+
+    @property
+    def connect_kwargs(self):
+        """paramiko/fabric connect_kwargs that log in with the sandbox key and nothing else."""
+        return {"key_filename": self.ssh_key_path, "look_for_keys": False,
+                "allow_agent": False}
+
+    def info(self, name):
+        with self._lock:
+            return self._host(name).info()
+
+    def host_root(self, name):
+        """The per-host directory: <root>/etc/dialog on this machine is the host's /etc/dialog."""
+        return os.path.join(self.workdir, name)
+
+    def boot(self, name, address, delay=None, fresh=True):
+        """Create host `name` at `address` and start its sshd after `delay` seconds.
+
+        Returns at once (HostInfo in state pending); wait_ready() waits for sshd. fresh=False
+        keeps the host's files from an earlier boot (an instance stopped and started again);
+        by default a host starts with empty directories, like a new instance.
+        """
+        if not HOST_NAME_RE.match(name or "") or name in RESERVED_NAMES:
+            raise SandboxError("invalid host name %r (letters, digits, '.', '_', '-'; at most "
+                               "63 characters)" % (name,))
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise SandboxError("invalid address %r" % (address,)) from exc
+        if ip not in self.network or ip in (self.network.network_address,
+                                            self.network.broadcast_address) or \
+                str(ip) == self.gateway:
+            raise SandboxError("address %s is not a usable host address of %s (gateway %s)"
+                               % (address, self.network, self.gateway))
+        delay = self.boot_delay if delay is None else float(delay)
+        with self._lock:
+            if self._closed:
+                raise SandboxError("this SandboxHosts is closed")
+            old = self._hosts.get(name)
+            if old is not None and old.state not in (FAILED, TERMINATED):
+                raise SandboxError("host %s already exists (%s)" % (name, old.state))
+            for other in self._hosts.values():
+                if other.address == str(ip) and other.state not in (FAILED, TERMINATED):
+                    raise SandboxError("address %s is already used by host %s"
+                                       % (address, other.name))
+            self._next_index += 1
+            host = _Host(name, str(ip), "%s%s-%s" % (PREFIX, self.token, name),
+                         "%s%s%03x" % (PREFIX, self.token, self._next_index % 4096),
+                         self.host_root(name))
+            host.thread = threading.Thread(target=self._boot, args=(host, delay, fresh),
+                                           name="sandbox-boot-%s" % name, daemon=True)
+            self._hosts[name] = host
+        if old is not None:
+            self._teardown(old)
+        host.thread.start()
+        return host.info()
+
+    def ready(self, name):
+        """True once the host's sshd accepts connections."""
+        return self.info(name).state == RUNNING
+
+    def wait_ready(self, name, timeout=30.0):
+        """Wait until the host runs; SandboxError if it failed, was killed or took too long."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.info(name)
+            if info.state == RUNNING:
+                return info
+            if info.state in (FAILED, TERMINATED):
+                raise SandboxError("host %s %s: %s" % (name, info.state, info.error or ""))
+            if time.monotonic() > deadline:
+                raise SandboxError("host %s not ready after %ss (state %s)"
+                                   % (name, timeout, info.state))
+            time.sleep(0.02)
+
+    def kill(self, name):
+        """Stop every process of the host and remove its namespace (its files stay)."""
+        with self._lock:
+            host = self._host(name)
+        self._teardown(host)
+
+    def close(self):
+        """Remove every host, the bridge and the routing rule. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            hosts = list(self._hosts.values())
+        threads = [threading.Thread(target=self._teardown, args=(h,)) for h in hosts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self._iptables_made:
+            _run("iptables", "-w", "-D", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j",
+                 "ACCEPT", check=False)
+            self._iptables_made = False
+        if self._rule_made:
+            _run("ip", "rule", "del", "pref", str(RULE_PREF), "iif", self.bridge, "table",
+                 self.table, check=False)
+            _run("ip", "route", "flush", "table", self.table, check=False)
+            self._rule_made = False
+        if self._bridge_made:
+            _run("ip", "link", "del", self.bridge, check=False)
+            self._bridge_made = False
+        self._remove_mount_points()
+
+    def timings(self, name):
+        """Seconds from boot() to: network up ("network"), sshd started ("sshd"), ready."""
+        with self._lock:
+            return dict(self._host(name).timings)
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _host(self, name):
+        try:
+            return self._hosts[name]
+        except KeyError:
+            raise SandboxError("no host named %s" % name) from None
+
+    def _create_bridge(self):
+        self._check_network_free()
+        _run("ip", "link", "add", "name", self.bridge, "type", "bridge", "stp_state", "0",
+             "forward_delay", "0")
+        self._bridge_made = True
+        _run("ip", "addr", "add", "%s/%d" % (self.gateway, self.network.prefixlen), "dev",
+             self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        # Nothing from the hosts leaves this machine: traffic from the bridge to any other
+        # network hits an unreachable route (this machine's own addresses are matched earlier,
+        # by the local table).
+        _run("ip", "route", "add", "unreachable", "default", "table", self.table)
+        _run("ip", "route", "add", str(self.network), "dev", self.bridge, "table", self.table)
+        _run("ip", "rule", "add", "pref", str(RULE_PREF), "iif", self.bridge, "table",
+             self.table)
+        self._rule_made = True
+        if _bridge_nf_iptables():
+            # Machines with Docker installed pass bridged traffic through iptables' FORWARD
+            # chain, whose policy Docker sets to DROP: let host-to-host traffic through.
+            _run("iptables", "-w", "-I", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j",
+                 "ACCEPT")
+            self._iptables_made = True
+
+    def _check_network_free(self):
+        """SandboxError when an address or route of this machine overlaps the cidr."""
+        for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines():
+            match = re.search(r"inet (\S+)", line)
+            if match and ipaddress.ip_interface(match.group(1)).network.overlaps(self.network):
+                raise SandboxError("%s overlaps an address of this machine (%s); choose "
+                                   "another cidr" % (self.network, line.split()[1]))
+        for line in _run("ip", "-4", "route", "show").stdout.splitlines():
+            words = line.split()
+            if words and words[0] in ("unicast", "unreachable", "blackhole", "prohibit"):
+                words = words[1:]
+            try:
+                network = ipaddress.ip_network(words[0], strict=False)
+            except (ValueError, IndexError):
+                continue  # "default via ..."
+            if network.overlaps(self.network):
+                raise SandboxError("%s overlaps a route of this machine (%s); choose another "
+                                   "cidr" % (self.network, line.strip()))
+
+    def _boot(self, host, delay, fresh):
+        started = time.monotonic()
+        try:
+            self._prepare_files(host, fresh)
+            if host.cancel.is_set():
+                return
+            self._create_network(host)
+            host.timings["network"] = time.monotonic() - started
+            host.state = BOOTING
+            if delay > 0 and host.cancel.wait(delay):
+                return
+            self._start_sshd(host)
+            host.timings["sshd"] = time.monotonic() - started
+            self._wait_sshd(host)
+            host.timings["ready"] = time.monotonic() - started
+            with self._lock:
+                if host.cancel.is_set():
+                    return
+                host.state = RUNNING
+                self._write_known_hosts()
+        except Exception as exc:  # pylint: disable=broad-except
+            if host.cancel.is_set():
+                return
+            LOG.error("sandbox host %s failed to boot: %s", host.name, exc)
+            host.error = str(exc)
+            self._teardown(host, final_state=FAILED, join=False)
+
+    def _prepare_files(self, host, fresh):
+        root = host.root
+        if fresh and os.path.isdir(root):
+            shutil.rmtree(root)
+        internal = os.path.join(root, ".sandbox")
+        for rel in [p.lstrip("/") for p in MOUNT_POINTS + (BIN_MOUNT,)] + [".sandbox"]:
+            os.makedirs(os.path.join(root, rel), exist_ok=True)
+        host_key = os.path.join(internal, "ssh_host_ed25519_key")
+        if not os.path.exists(host_key):
+            private, public = _new_ed25519()
+            _write(host_key, private, 0o600)
+            _write(host_key + ".pub", public + "\n")
+        with open(host_key + ".pub", encoding="ascii") as handle:
+            host.host_public_key = handle.read().strip()
+        fake_docker.install(os.path.join(root, BIN_MOUNT.lstrip("/")), python=self.python)
+        env = dict(self.env, PATH=SSH_PATH)
+        config = "\n".join([
+            "# sshd of sandbox host %s (%s), generated by devtools/sandbox/hosts.py."
+            % (host.name, host.address),
+            "Port 22",
+            "HostKey %s" % host_key,
+            "PidFile %s" % os.path.join(internal, "sshd.pid"),
+            "AuthorizedKeysFile %s" % self.authorized_keys_path,
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "MaxStartups 100:30:200",
+            "MaxSessions 100",
+            "Subsystem sftp internal-sftp",
+            "SetEnv %s" % " ".join('"%s=%s"' % item for item in sorted(env.items())),
+            "LogLevel INFO",
+            "",
+        ])
+        _write(os.path.join(internal, "sshd_config"), config)
+        _write(os.path.join(internal, "hosts"),
+               "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n"
+               % (host.address, host.name))
+        lines = [
+            "#!/bin/sh",
+            "# PID 1 of sandbox host %s: runs in its network namespace and in new mount, UTS"
+            % host.name,
+            "# and PID namespaces; bind-mounts the per-host directories, then becomes sshd.",
+            "set -e",
+            "echo '%s' > /proc/sys/kernel/hostname" % host.name,
+        ]
+        for target in MOUNT_POINTS + (BIN_MOUNT,):
+            lines.append("mkdir -p '%s'" % target)
+            source = os.path.join(root, target.lstrip("/"))
+            lines.append("mount --bind '%s' '%s'" % (source, target))
+        lines += [
+            "mount --bind '%s' /etc/hosts" % os.path.join(internal, "hosts"),
+            "mkdir -p /run/sshd",
+            "exec %s -D -e -f '%s'" % (SSHD, os.path.join(internal, "sshd_config")),
+            "",
+        ]
+        _write(os.path.join(internal, "boot.sh"), "\n".join(lines), 0o755)
+
+    def _create_network(self, host):
+        _run("ip", "netns", "add", host.namespace)
+        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns",
+             host.namespace)
+        _run("ip", "link", "set", host.veth, "master", self.bridge, "up")
+        batch = "\n".join([
+            "addr add %s/%d dev eth0" % (host.address, self.network.prefixlen),
+            "link set eth0 up",
+            "link set lo up",
+            "route add default via %s" % self.gateway,
+            "",
+        ])
+        result = subprocess.run(["ip", "-n", host.namespace, "-batch", "-"], input=batch,
+                                capture_output=True, text=True, check=False, timeout=30)
+        if result.returncode != 0:
+            raise SandboxError("configuring %s failed: %s"
+                               % (host.namespace, result.stderr.strip()))
+
+    def _start_sshd(self, host):
+        internal = os.path.join(host.root, ".sandbox")
+        with open(os.path.join(internal, "sshd.log"), "ab") as log:
+            host.process = subprocess.Popen(  # pylint: disable=consider-using-with
+                ["ip", "netns", "exec", host.namespace,
+                 "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
+                 "--mount-proc", "--propagation", "private", "--",
+                 "/bin/sh", os.path.join(internal, "boot.sh")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                close_fds=True, start_new_session=True)
+
+    def _wait_sshd(self, host):
+        deadline = time.monotonic() + SSHD_START_TIMEOUT
+        while not host.cancel.is_set():
+            if host.process.poll() is not None:
+                raise SandboxError("sshd of %s exited with status %s; see %s" % (
+                    host.name, host.process.returncode,
+                    os.path.join(host.root, ".sandbox", "sshd.log")))
+            try:
+                with socket.create_connection((host.address, 22), timeout=0.5) as sock:
+                    sock.settimeout(2.0)
+                    if sock.recv(4) == b"SSH-":
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SandboxError("sshd of %s did not answer within %ss"
+                                   % (host.name, SSHD_START_TIMEOUT))
+            time.sleep(0.02)
+
+    def _teardown(self, host, final_state=TERMINATED, join=True):
+        host.cancel.set()
+        if join and host.thread is not None and host.thread is not threading.current_thread() \
+                and host.thread.ident is not None:
+            host.thread.join()
+        with host.teardown_lock:
+            # Kill the host's processes (its PID 1, sshd, first: the kernel then kills the rest
+            # of its PID namespace) but not `unshare`, their parent outside, so that it reaps
+            # sshd and exits by itself; nothing is left for this machine's init to reap.
+            if os.path.exists(os.path.join("/run/netns", host.namespace)):
+                spare = [host.process.pid] if host.process is not None else []
+                _kill_netns(host.namespace, spare)
+                _run("ip", "netns", "del", host.namespace, check=False)
+            if host.process is not None:
+                try:
+                    host.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    host.process.kill()
+                    host.process.wait()
+                host.process = None
+            _run("ip", "link", "del", host.veth, check=False)
+            with self._lock:
+                if host.state != FAILED:
+                    host.state = final_state
+                self._write_known_hosts()
+
+    def _write_known_hosts(self):
+        lines = ["%s %s\n" % (h.address, h.host_public_key) for h in self._hosts.values()
+                 if h.state == RUNNING and h.host_public_key]
+        _write(self.known_hosts_path, "".join(lines))
+
+    def _remove_mount_points(self):
+        created = [p for p in MOUNT_POINTS if p not in self._preexisting_mounts]
+        if not created or any(ns.startswith(PREFIX) for ns in _list_netns()):
+            return  # another sandbox may have them mounted
+        for path in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Run dialog.deploy end to end on this machine: no cloud account, no StackStorm.
+
+    ./dialog-local sandbox tier=small provider=aws [deployment=dialog] [boot_delay=0] [keep=true]
+
+What is real: the deploy workflow (run by orquesta's conductor through workflow_runner.py), the
+pack's actions, the AWS driver talking to moto's EC2 server over HTTP, SSH (a real sshd per host,
+each in its own network namespace at its instance's private address, with its own /etc/dialog,
+/opt/dialog and /var/lib/dialog), file uploads, health probes over the network, and the
+datastore-backed secrets. What stands in: the container runtime (devtools/sandbox/fake_docker.py
+answers each service's health check on its real port; no Dialog image runs) and the datastore
+(in memory, shared by both runs). The hosts boot when moto reports their instances, like VMs.
+
+The deploy runs twice: the second run must report no changes. Then the deployment is destroyed
+and the sandbox torn down (unless keep=true, which waits for Ctrl-C first).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [HERE, os.path.join(ROOT, "actions")]
+
+# pylint: disable=wrong-import-position
+import local_runner  # noqa: E402
+from aws_emulator import AwsEmulator  # noqa: E402
+from lib.providers.aws import VPC_CIDR  # noqa: E402
+from lib.tables import render_status  # noqa: E402
+from sandbox.hosts import SandboxHosts, preflight  # noqa: E402
+from sandbox.hypervisor import Hypervisor  # noqa: E402
+
+# Dialog's registries are gone, so its images are configuration; the stand-in runtime needs only
+# names. A real profile names the images in the operator's registry.
+SANDBOX_IMAGES = {"dialog_server": "sandbox.local/dialog-server:1", "web_app":
+                  "sandbox.local/web-app:1", "dashboard": "sandbox.local/dashboard:1",
+                  "push": "sandbox.local/push:1"}
+
+
+def sandbox_config(emulator, hosts):
+    profile = emulator.profile(name="sandbox", ssh_user="root", ssh_key_file=hosts.ssh_key_path,
+                               admin_networks=["%s/32" % hosts.gateway],
+                               images=dict(SANDBOX_IMAGES))
+    return {"default_profile": "sandbox", "profiles": {"sandbox": profile}}
+
+
+class Sandbox(object):
+    """A running sandbox: the emulator, the hosts, the pack config and the datastore."""
+
+    def __init__(self, emulator, hosts, config, datastore):
+        self.emulator, self.hosts, self.config, self.datastore = (emulator, hosts, config,
+                                                                  datastore)
+
+    def run(self, ref, params, progress=True):
+        """(succeeded, result, workflow result or None) of one action run in the sandbox;
+        a workflow's progress lines are printed, or passed to `progress` when callable."""
+        return run(ref, params, self.config, self.datastore, progress)
+
+
+@contextlib.contextmanager
+def sandbox(boot_delay=0.0):
+    """Start the AWS emulator, the host network and the hypervisor; tear all down on exit."""
+    workdir = tempfile.mkdtemp(prefix="dialog-sandbox-")
+    try:
+        with AwsEmulator() as emulator, \
+                SandboxHosts(os.path.join(workdir, "hosts"), cidr=VPC_CIDR,
+                             boot_delay=boot_delay) as hosts:
+            hypervisor = Hypervisor(emulator.client("ec2"), hosts)
+            hypervisor.start()
+            try:
+                yield Sandbox(emulator, hosts, sandbox_config(emulator, hosts),
+                              local_runner.MemoryDatastore())
+            finally:
+                hypervisor.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(ref, params, config, datastore, progress=True):
+    meta = local_runner.load_action_metadata(ref)
+    action_params, _ = local_runner.prepare_parameters(meta, params)
+    if meta["runner_type"] == "orquesta":
+        if progress is True:
+            progress = lambda line: print("  " + line, flush=True)  # noqa: E731
+        result = local_runner.run_workflow(ref, action_params, config, datastore=datastore,
+                                           progress=progress or None)
+        return result.succeeded, result.result, result
+    succeeded, result = local_runner.execute(meta, action_params, config, datastore=datastore)
+    return succeeded, result, None
+
+
+def summary(output):
+    """The final table: every host with its roles and health, then the endpoints."""
+    health = output.get("health") or []
+    return render_status({"deployment": output.get("deployment"), "hosts": health,
+                          "healthy": bool(health) and all(h["healthy"] for h in health),
+                          "endpoints": output.get("endpoints")})
+
+
+def changed_anything(output):
+    bootstrapped = output.get("bootstrapped") or []
+    return bool(output.get("changes")) or any(b.get("changed") for b in bootstrapped)
+
+
+def main(argv):
+    params = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    keep = params.pop("keep", "false").lower() == "true"
+    boot_delay = float(params.pop("boot_delay", "0"))
+    params.setdefault("tier", "small")
+    params.setdefault("provider", "aws")
+    if params["provider"] != "aws":
+        print("the sandbox emulates AWS only (provider=aws)", file=sys.stderr)
+        return 2
+    problems = preflight()
+    if problems:
+        print("the sandbox cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    deployment = params.setdefault("deployment", "dialog")
+    meta = local_runner.load_action_metadata("dialog.deploy")
+    typed = local_runner.cast_cli_parameters(["%s=%s" % kv for kv in params.items()],
+                                             local_runner.parameter_schemas(meta))
+    status = 1
+    started = time.perf_counter()
+    with sandbox(boot_delay) as box:
+        try:
+            print("== sandbox: AWS emulator at %s, hosts on %s via %s"
+                  % (box.emulator.endpoint_url, VPC_CIDR, box.hosts.gateway), flush=True)
+            print("== dialog.deploy %s (first run)" % " ".join(argv), flush=True)
+            ok, result, _ = box.run("dialog.deploy", typed)
+            output = result.get("output") or {}
+            if not ok:
+                print(json.dumps(result, indent=2, default=str))
+                return 1
+            print("\n" + summary(output))
+            print("first admin's credentials: datastore key %s" % output.get("admin_credentials"))
+            first = time.perf_counter() - started
+            print("\n== dialog.deploy again: a healthy deployment must not change", flush=True)
+            ok, result, _ = box.run("dialog.deploy", typed)
+            output = result.get("output") or {}
+            if not ok or changed_anything(output):
+                print("second run changed something or failed:")
+                print(json.dumps(result, indent=2, default=str))
+                return 1
+            print("second run: no changes (provider and every host unchanged)")
+            print("\nfirst deploy %.1f s, second %.1f s" % (
+                first, time.perf_counter() - started - first))
+            if keep:
+                print("\nkept running (ssh -i %s root@<address>); Ctrl-C to tear down"
+                      % box.hosts.ssh_key_path)
+                while True:
+                    time.sleep(3600)
+            print("\n== dialog.destroy", flush=True)
+            ok, result, _ = box.run("dialog.destroy", {"deployment": deployment,
+                                                       "confirm": deployment})
+            status = 0 if ok else 1
+        except KeyboardInterrupt:
+            status = 130
+    print("sandbox torn down")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

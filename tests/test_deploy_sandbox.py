@@ -1,0 +1,172 @@
+"""dialog.deploy, dialog.status and dialog.destroy end to end in the local sandbox.
+
+Real: the deploy workflow (orquesta's conductor), every action of the pack, the AWS driver
+against moto's EC2 server, SSH to one sshd per host at its instance's private address, uploads,
+health probes over the network, the datastore-backed secrets. Stand-in: the container runtime
+(devtools/sandbox/fake_docker.py) and the datastore (in memory). Needs root and `ip netns`, as
+CI has; without them the tests fail with the reason.
+"""
+
+import json
+
+import pytest
+
+from lib.deployment_secrets import datastore_key
+from sandbox.hosts import preflight
+from sandbox_deploy import changed_anything, sandbox
+
+DEPLOYMENT = "e2e"
+COMPOSE = "docker compose -p dialog -f /opt/dialog/docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def box():
+    problems = preflight()
+    if problems:
+        pytest.fail("the sandbox needs root and `ip netns` (CI runs as root): "
+                    + "; ".join(problems), pytrace=False)
+    with sandbox() as running:
+        yield running
+
+
+class Recorder(object):
+    """Collects everything a person would see: progress lines and results."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line):
+        self.lines.append(line)
+
+    def text(self, *results):
+        return "\n".join(self.lines) + json.dumps(results, default=str)
+
+
+def deploy(box, recorder, **params):
+    params.setdefault("tier", "small")
+    params.setdefault("deployment", DEPLOYMENT)
+    ok, result, _ = box.run("dialog.deploy", params, progress=recorder)
+    return ok, result
+
+
+def ssh(box, host, command):
+    """Run a command on a sandbox host as its operator would; (status, stdout)."""
+    import fabric  # pylint: disable=import-outside-toplevel
+    with fabric.Connection(host["private_address"], user="root",
+                           connect_kwargs={"key_filename": box.hosts.ssh_key_path,
+                                           "look_for_keys": False,
+                                           "allow_agent": False}) as connection:
+        out = connection.run(command, hide=True, warn=True, in_stream=False)
+        return out.exited, out.stdout
+
+
+@pytest.fixture(scope="module")
+def first_run(box):
+    recorder = Recorder()
+    ok, result = deploy(box, recorder)
+    return ok, result, recorder
+
+
+def test_deploy_takes_an_empty_account_to_a_healthy_installation(first_run):
+    ok, result, recorder = first_run
+    assert ok, json.dumps(result, indent=1, default=str)[-3000:]
+    output = result["output"]
+    assert {h["name"] for h in output["hosts"]} == {
+        "e2e-proxy-1", "e2e-proxy-2", "e2e-web-1", "e2e-voice-push-1",
+        "e2e-dialog-server-1", "e2e-postgres-1", "e2e-cassandra-1"}
+    assert output["health"] and all(h["healthy"] for h in output["health"])
+    assert all(c["ok"] for h in output["health"] for c in h["checks"])
+    proxy = [h for h in output["hosts"] if h["name"] == "e2e-proxy-1"][0]
+    assert output["endpoints"]["web"] == "https://%s/" % proxy["public_addresses"][0]
+    assert output["endpoints"]["turn"]
+    assert output["admin_credentials"] == datastore_key(DEPLOYMENT)
+    # Progress a person can follow: the stage, the host and the step.
+    text = "\n".join(recorder.lines)
+    assert "databases[" in text and "e2e-postgres-1: uploaded" in text
+    assert "e2e-proxy-1: healthy" in text
+
+
+def test_secrets_are_generated_once_stored_encrypted_and_never_shown(box, first_run):
+    ok, result, recorder = first_run
+    assert ok
+    key = datastore_key(DEPLOYMENT)
+    assert key in box.datastore.encrypted
+    secrets = json.loads(box.datastore.items[key])
+    seen = recorder.text(result)
+    leaked = [name for name, value in secrets.items()
+              if len(value) >= 8 and value in seen]
+    assert not leaked, "secret values in results or progress: %s" % leaked
+
+
+def test_a_second_deploy_changes_nothing(box, first_run):
+    assert first_run[0]
+    before = dict(box.datastore.items)
+    ok, result = deploy(box, Recorder())
+    assert ok, result.get("errors")
+    assert not changed_anything(result["output"]), result["output"]["bootstrapped"]
+    assert box.datastore.items == before, "secrets are reused, not regenerated"
+
+
+def test_status_reports_a_broken_service_and_a_redeploy_heals_it(box, first_run, capsys):
+    assert first_run[0]
+    ok, status, _ = box.run("dialog.status", {"deployment": DEPLOYMENT})
+    assert ok and status["healthy"], status
+    web = [h for h in status["hosts"] if h["name"] == "e2e-web-1"][0]
+    exited, _ = ssh(box, web, COMPOSE + " down")
+    assert exited == 0
+
+    capsys.readouterr()
+    ok, status, _ = box.run("dialog.status", {"deployment": DEPLOYMENT})
+    table = capsys.readouterr().out
+    assert ok and not status["healthy"]
+    broken = {h["name"] for h in status["hosts"] if not h["healthy"]}
+    assert broken == {"e2e-web-1"}
+    assert "NOT healthy" in table and "e2e-web-1" in table and "UNHEALTHY" in table
+    ok, failed, _ = box.run("dialog.status",
+                            {"deployment": DEPLOYMENT, "fail_when_unhealthy": True})
+    assert not ok and "e2e-web-1" in failed["error"] and failed["hosts"]
+
+    ok, result = deploy(box, Recorder())
+    assert ok, result.get("errors")
+    changed = {b["host"]: b for b in result["output"]["bootstrapped"] if b["changed"]}
+    assert set(changed) == {"e2e-web-1"} and changed["e2e-web-1"]["compose"] == "started"
+    ok, status, _ = box.run("dialog.status", {"deployment": DEPLOYMENT})
+    assert ok and status["healthy"]
+
+
+def test_a_failed_bootstrap_names_host_and_reason_and_a_rerun_finishes(box, first_run):
+    assert first_run[0]
+    server = [h for h in first_run[1]["output"]["hosts"]
+              if h["name"] == "e2e-dialog-server-1"][0]
+    # Make the next `compose up` on the dialog server fail: its port 9090 is taken.
+    exited, _ = ssh(box, server, COMPOSE + " down && "
+                    "(nohup python3 -m http.server 9090 >/dev/null 2>&1 &) && sleep 0.5")
+    assert exited == 0
+    ok, result = deploy(box, Recorder(), health_timeout=5)
+    assert not ok
+    failure = " ".join(result["output"]["failure"])
+    assert "e2e-dialog-server-1" in failure and "9090" in failure, failure
+    assert not any(b["host"].startswith("e2e-proxy") for b in result["output"]["bootstrapped"])
+
+    exited, _ = ssh(box, server, "pkill -f 'http.server 9090'; true")
+    ok, result = deploy(box, Recorder())
+    assert ok, result.get("errors")
+    assert [b["host"] for b in result["output"]["bootstrapped"] if b["changed"]] == [
+        "e2e-dialog-server-1"]
+
+
+def test_destroy_removes_everything(box, first_run):
+    assert first_run[0]
+    ok, result, _ = box.run("dialog.destroy", {"deployment": DEPLOYMENT, "confirm": "nope"})
+    assert not ok and "confirm" in result["error"]
+    ok, result, _ = box.run("dialog.destroy", {"deployment": DEPLOYMENT, "confirm": DEPLOYMENT})
+    assert ok, result
+    assert {c["kind"] for c in result["changes"]} >= {"host", "address", "security-group"}
+    assert set(result["forgotten"]) == {"dialog.e2e.deployment", "dialog.e2e.secrets"}
+    assert not [k for k in box.datastore.items if k.startswith("dialog.e2e.")]
+    ok, inventory, _ = box.run("dialog.inventory", {"deployment": DEPLOYMENT})
+    assert ok and inventory["hosts"] == []
+    # Destroy is idempotent too: a second one finds nothing to do.
+    ok, again, _ = box.run("dialog.destroy",
+                           {"deployment": DEPLOYMENT, "confirm": DEPLOYMENT, "provider": "aws"})
+    assert ok and again["changes"] == [] and again["forgotten"] == []

@@ -1,0 +1,277 @@
+"""dialog.deploy run by orquesta's conductor (devtools/workflow_runner.py) with canned action
+results: the stage order, the parallelism inside a stage, the one-at-a-time Cassandra joins, the
+failure paths and the re-run that finishes the job.
+
+The canned actions (CannedDialogActions) stand in for the pack's python actions only; every
+action request the workflow makes is first validated against that action's metadata the way
+st2 validates it (local_runner.prepare_parameters), so a workflow that passes a parameter st2
+would refuse fails here too. The real actions run in test_deploy_sandbox.py.
+"""
+
+import threading
+import time
+
+import pytest
+
+import local_runner
+import workflow_runner
+from lib.planner import build_plan
+from lib.stages import bootstrap_stages
+
+BOOT_SECONDS = 0.15
+
+
+def inventory(plan):
+    """What dialog.provision would report for a plan: every host with a private address."""
+    hosts = []
+    for number, host in enumerate(plan["hosts"], start=1):
+        hosts.append({"name": host["name"], "group": host["group"], "index": host["index"],
+                      "roles": host["roles"], "provider_id": "i-%d" % number,
+                      "private_address": "10.0.0.%d" % number,
+                      "public_addresses": ["198.51.100.%d" % number] if host["public"] else []})
+    return hosts
+
+
+class CannedDialogActions(object):
+    """execute(ref, input) for workflow_runner: the pack's actions as canned, stateful fakes.
+
+    Bootstrapping takes BOOT_SECONDS; a host in `fail_once` fails its first bootstrap with the
+    message the real action gives; `done` remembers bootstrapped hosts, so a re-run reports them
+    unchanged, like the real, idempotent action."""
+
+    def __init__(self, fail_once=(), fail_plan=None):
+        self.fail_once = set(fail_once)
+        self.fail_plan = fail_plan
+        self.done = set()
+        self.calls = []
+        self.lock = threading.Lock()
+        self.provisioned = False
+
+    def __call__(self, ref, params):
+        meta = local_runner.load_action_metadata(ref)
+        action_params, _ = local_runner.prepare_parameters(meta, params)  # st2 would refuse
+        with self.lock:
+            self.calls.append((ref, action_params))
+        name = ref.split(".", 1)[1]
+        return getattr(self, name)(**action_params)
+
+    @staticmethod
+    def _ok(result):
+        return True, {"result": result, "stdout": "", "stderr": "", "exit_code": 0}
+
+    @staticmethod
+    def _failed(result):
+        return False, {"result": result, "stdout": "", "stderr": "", "exit_code": 0}
+
+    def plan(self, tier, provider, **options):
+        if self.fail_plan:
+            return self._failed({"error": self.fail_plan, "field": "cassandra_nodes"})
+        options.pop("profile", None)
+        return self._ok(build_plan(tier, provider=provider or "aws", **options))
+
+    def provision(self, tier, provider, dry_run, profile, **options):
+        plan = build_plan(tier, provider=provider, **options)
+        changes = [] if self.provisioned else [
+            {"action": "create", "kind": "instance", "name": h["name"], "detail": h["size"]}
+            for h in plan["hosts"]]
+        if not dry_run:
+            self.provisioned = True
+        return self._ok({"changes": changes, "hosts": inventory(plan) if not dry_run or
+                         self.provisioned else []})
+
+    def register_deployment(self, plan, profile):
+        deployment = plan["deployment"]
+        return self._ok({"deployment": deployment, "datastore_key": "dialog.%s.secrets"
+                         % deployment, "record_key": "dialog.%s.deployment" % deployment,
+                         "secrets_created": [], "record_changed": False})
+
+    def bootstrap_order(self, hosts):
+        return self._ok(bootstrap_stages(hosts))
+
+    def bootstrap_host(self, deployment, host, hosts, **_):
+        time.sleep(BOOT_SECONDS)
+        with self.lock:
+            if host in self.fail_once:
+                self.fail_once.discard(host)
+                return self._failed({"error": "%s (dialog-server): check 'dialog-server http' "
+                                     "failed after 600s: connection refused" % host})
+            changed = host not in self.done
+            self.done.add(host)
+        return self._ok({"host": host, "changed": changed, "checks": []})
+
+    def create_admin(self, deployment, hosts, **_):
+        return self._ok({"login": "admin", "created": True, "credentials":
+                         "dialog.%s.secrets" % deployment})
+
+    def status(self, deployment, hosts, **_):
+        return self._ok({"deployment": deployment, "healthy": True,
+                         "hosts": [{"name": h["name"], "roles": h["roles"], "healthy": True,
+                                    "checks": []} for h in hosts],
+                         "endpoints": {"web": "https://198.51.100.1/"}})
+
+
+def deploy(actions, **params):
+    params.setdefault("tier", "small")
+    meta = local_runner.load_action_metadata("dialog.deploy")
+    inputs, _ = local_runner.prepare_parameters(meta, params)
+    return workflow_runner.run_workflow("dialog.deploy", inputs, execute=actions)
+
+
+def stage_windows(result):
+    """{task: (first start, last end)} of the bootstrap stages that ran something."""
+    windows = {}
+    for entry in result.trace:
+        if entry.action_ref == "dialog.bootstrap_host":
+            start, end = windows.get(entry.task_id, (entry.start, entry.end))
+            windows[entry.task_id] = (min(start, entry.start), max(end, entry.end))
+    return windows
+
+
+def called(actions, ref):
+    return [p for r, p in actions.calls if r == ref]
+
+
+def test_deploy_runs_every_stage_in_dependency_order():
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="production", cassandra_nodes=5, dialog_servers=3)
+    assert result.status == "succeeded", result.errors
+    refs = [ref for ref, _ in actions.calls]
+    first, last = refs.index("dialog.bootstrap_host"), len(refs) - 1 - refs[::-1].index(
+        "dialog.bootstrap_host")
+    assert refs[:first] == ["dialog.plan", "dialog.provision", "dialog.register_deployment",
+                            "dialog.bootstrap_order"]
+    assert refs[last + 1:] == ["dialog.create_admin", "dialog.status"]
+
+    order = ["databases", "cassandra_joiners", "dialog_servers", "services", "proxies"]
+    windows = stage_windows(result)
+    assert sorted(windows) == sorted(order)
+    for earlier, later in zip(order, order[1:]):
+        assert windows[earlier][1] <= windows[later][0], (earlier, later)
+
+    hosts = result.output["hosts"]
+    stages = bootstrap_stages(hosts)
+    booted = [p["host"] for p in called(actions, "dialog.bootstrap_host")]
+    assert sorted(booted) == sorted(h["name"] for h in hosts), "every host exactly once"
+    position = {name: booted.index(name) for name in booted}
+    for earlier, later in zip(order, order[1:]):
+        assert max(position[h] for h in stages[earlier]) < min(position[h] for h in stages[later])
+    # Postgres and the first two Cassandra nodes first; the proxies last.
+    assert {"dialog-postgres-1", "dialog-cassandra-1", "dialog-cassandra-2"} <= set(
+        stages["databases"])
+    assert stages["proxies"] == ["dialog-proxy-1", "dialog-proxy-2"]
+
+
+def test_hosts_of_one_stage_bootstrap_in_parallel():
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="production", dialog_servers=5)
+    assert result.status == "succeeded", result.errors
+    runs = [e for e in result.trace if e.task_id == "dialog_servers"]
+    assert len(runs) == 5
+    # All five were running at once: the last one started before the first one ended.
+    assert max(e.start for e in runs) < min(e.end for e in runs)
+    span = max(e.end for e in runs) - min(e.start for e in runs)
+    assert span < 3 * BOOT_SECONDS, "a stage of 5 takes about one host's time"
+
+
+def test_cassandra_nodes_beyond_the_seeds_join_one_at_a_time():
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="production", cassandra_nodes=6)
+    assert result.status == "succeeded", result.errors
+    joins = sorted((e for e in result.trace if e.task_id == "cassandra_joiners"),
+                   key=lambda e: e.start)
+    assert len(joins) == 4  # six nodes, two seeds
+    for before, after in zip(joins, joins[1:]):
+        assert before.end <= after.start, "a node joins only once the previous one is UN"
+    joined = [p["host"] for p in called(actions, "dialog.bootstrap_host")
+              if p["host"].startswith("dialog-cassandra")]
+    assert set(joined[:2]) == {"dialog-cassandra-1", "dialog-cassandra-2"}, "seeds first"
+    assert joined[2:] == ["dialog-cassandra-%d" % n for n in range(3, 7)]
+
+
+def test_output_names_endpoints_hosts_and_where_the_admin_credentials_are():
+    actions = CannedDialogActions()
+    result = deploy(actions, deployment="chat")
+    assert result.status == "succeeded", result.errors
+    output = result.output
+    assert output["admin_credentials"] == "dialog.chat.secrets"
+    assert output["endpoints"] == {"web": "https://198.51.100.1/"}
+    assert {h["name"] for h in output["hosts"]} == {h["name"] for h in output["health"]}
+    assert all(b["changed"] for b in output["bootstrapped"])
+    assert output["failure"] is None and output["changes"]
+
+
+def test_a_failed_bootstrap_fails_the_workflow_with_host_and_reason():
+    actions = CannedDialogActions(fail_once={"dialog-dialog-server-1"})
+    result = deploy(actions, tier="small")
+    assert result.status == "failed"
+    failure = result.output["failure"]
+    assert failure == ["dialog-dialog-server-1 (dialog-server): check 'dialog-server http' "
+                       "failed after 600s: connection refused"]
+    booted = {p["host"] for p in called(actions, "dialog.bootstrap_host")}
+    assert "dialog-proxy-1" not in booted, "later stages do not start"
+    assert not called(actions, "dialog.create_admin")
+    # What finished before the failure is still reported.
+    assert {b["host"] for b in result.output["bootstrapped"]} == {
+        "dialog-postgres-1", "dialog-cassandra-1"}
+
+
+def test_a_rerun_after_a_failure_finishes_the_job_and_changes_only_what_was_left():
+    actions = CannedDialogActions(fail_once={"dialog-dialog-server-1"})
+    assert deploy(actions, tier="small").status == "failed"
+    result = deploy(actions, tier="small")
+    assert result.status == "succeeded", result.errors
+    changed = {b["host"] for b in result.output["bootstrapped"] if b["changed"]}
+    assert "dialog-postgres-1" not in changed and "dialog-dialog-server-1" in changed
+    assert result.output["changes"] == [], "the provider already matched the plan"
+    assert called(actions, "dialog.create_admin")
+    again = deploy(actions, tier="small")
+    assert not any(b["changed"] for b in again.output["bootstrapped"])
+
+
+def test_dry_run_stops_after_the_plan_and_the_change_set():
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="small-failover", dry_run=True)
+    assert result.status == "succeeded", result.errors
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.provision"]
+    assert called(actions, "dialog.provision")[0]["dry_run"] is True
+    assert result.output["plan"]["tier"] == "small-failover"
+    assert len(result.output["changes"]) == len(result.output["plan"]["hosts"])
+    assert result.output["bootstrapped"] == []
+
+
+def test_bad_input_fails_at_the_plan_with_the_field_named():
+    actions = CannedDialogActions(fail_plan="cassandra_nodes: 2 is not allowed for tier small; "
+                                            "allowed values: 1, 3")
+    result = deploy(actions, tier="small", cassandra_nodes=2)
+    assert result.status == "failed"
+    assert result.output["failure"].startswith("cassandra_nodes: ")
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan"]
+
+
+def test_unset_inputs_are_left_out_so_the_profile_decides():
+    """st2 refuses null for a parameter with an enum; the canned executor validates every
+    request like st2, so passing provider=null would fail this run."""
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="mini")
+    assert result.status == "succeeded", result.errors
+    plan_input = called(actions, "dialog.plan")[0]
+    assert plan_input["provider"] is None  # left out, st2 fills nothing in
+    assert called(actions, "dialog.provision")[0]["provider"] == "aws"
+
+
+def test_a_larger_count_grows_the_role_on_rerun():
+    actions = CannedDialogActions()
+    assert deploy(actions, tier="small-failover").status == "succeeded"
+    result = deploy(actions, tier="small-failover", dialog_servers=5)
+    assert result.status == "succeeded", result.errors
+    changed = sorted(b["host"] for b in result.output["bootstrapped"] if b["changed"])
+    assert changed == ["dialog-dialog-server-4", "dialog-dialog-server-5"]
+
+
+@pytest.mark.parametrize("tier", ["mini", "small", "small-failover", "production"])
+def test_every_tier_deploys_every_host_once(tier):
+    actions = CannedDialogActions()
+    result = deploy(actions, tier=tier, with_storage=tier != "mini")
+    assert result.status == "succeeded", result.errors
+    booted = sorted(p["host"] for p in called(actions, "dialog.bootstrap_host"))
+    assert booted == sorted(h["name"] for h in result.output["hosts"])
