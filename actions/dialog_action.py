@@ -18,6 +18,11 @@ from lib.profiles import resolve_profile
 from lib.providers import open_provider
 
 
+# Plan options whose value a deployment's record keeps: option -> server group.
+RECORDED_COUNTS = {"dialog_servers": "dialog-server", "cassandra_nodes": "cassandra",
+                   "storage_nodes": "storage"}
+
+
 def reports_errors(run):
     """Wrap Action.run: (True, result) on success, (False, {"error": ...}) on a DialogError."""
 
@@ -58,6 +63,15 @@ class DialogAction(Action):
         settings, provider, region = self.target(profile_name, provider, region)
         if admin_networks is None:
             admin_networks = settings.get("admin_networks")
+        # Counts not given keep what the deployment has (a role grown by dialog.scale stays
+        # grown when someone re-runs dialog.deploy), like an autoscaler-managed replica count.
+        record = self.record(options.get("deployment") or "dialog")
+        if record.get("tier") == tier:
+            for option, group in RECORDED_COUNTS.items():
+                if option == "storage_nodes" and not options.get("with_storage"):
+                    continue
+                if options.get(option) is None and (record.get("groups") or {}).get(group):
+                    options[option] = record["groups"][group]
         return settings, build_plan(tier, provider=provider, region=region,
                                     admin_networks=admin_networks, **options)
 

@@ -231,7 +231,7 @@ def test_server_conf_points_at_the_deployment(deployment):
         seeds = re.findall(r'"akka://dialog@([\d.]+):(\d+)"', conf)
         if len(dialog) > 1:
             assert seeds == [(h["private_address"], str(PORT("dialog-server", "cluster")))
-                             for h in dialog]
+                             for h in dialog[:3]]
             assert 'hostname = "%s"' % host["private_address"] in conf
             assert "single-mode" not in conf
         else:
@@ -568,3 +568,33 @@ def test_templates_and_renderer_write_no_port_number():
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 assert not pattern.search(line), "%s:%d: %s" % (path, number, line.strip())
+
+
+def test_growing_the_dialog_servers_keeps_the_running_servers_config():
+    """3 -> 5: the two new servers join through the existing seed list and the first three
+    servers' files stay byte for byte the same, so a scale-out restarts none of them."""
+    small = make_context("small-failover", dialog_servers=3)
+    before = render_all(small)
+    grown = make_context("small-failover", dialog_servers=5)
+    # Hosts keep their addresses when others are added: the provider does not renumber them.
+    kept = {h["name"]: h for h in small["hosts"]}
+    for number, host in enumerate(grown["hosts"]):
+        if host["name"] in kept:
+            host.update(private_address=kept[host["name"]]["private_address"],
+                        public_addresses=kept[host["name"]]["public_addresses"])
+        else:
+            host.update(private_address="10.80.1.%d" % number, public_addresses=[])
+    joining = ["dialog-dialog-server-4", "dialog-dialog-server-5"]
+    during = {name: render_host(dict(grown, joining=joining), name) for name in joining}
+    after = render_all(grown)
+    for name in ("dialog-dialog-server-%d" % n for n in (1, 2, 3)):
+        assert after[name]["files"] == before[name]["files"], name
+    seeds = [h["private_address"] for h in with_role(grown, "dialog-server")[:3]]
+    for name in joining:
+        conf = file_of(during[name], "/etc/dialog/server.conf")
+        assert re.findall(r'"akka://dialog@([\d.]+):', conf) == seeds
+        assert during[name]["address"] not in seeds
+    # The proxies route to all five once the deploy reconciles them.
+    proxy = file_of(after["dialog-proxy-1"], "/etc/dialog/nginx.conf")
+    for server in with_role(grown, "dialog-server"):
+        assert server["private_address"] + ":" in proxy

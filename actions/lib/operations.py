@@ -8,9 +8,9 @@ Python; each function opens its own connections and closes them on every path.
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from lib import bootstrap, health
+from lib import bootstrap, cassandra_ops, health
 from lib.catalog import default_catalog
-from lib.errors import DialogError, InputError
+from lib.errors import DialogError, InputError, ResourceFailed
 from lib.render import public_address, render_host
 from lib.stages import hosts_with
 
@@ -139,3 +139,50 @@ def endpoints(hosts, catalog=None):
         result.update(web="https://%s/" % where, api="https://%s/v1" % where,
                       websocket="wss://%s/" % where, mobile="tls://%s:%d" % (proxies[0], https))
     return result
+
+
+def dialog_servers_healthy(context, ssh):
+    """Raise unless every dialog server passes its checks (scale-in never runs otherwise)."""
+    servers = [h for h in context["hosts"] if "dialog-server" in h["roles"]]
+    checked = check_all(dict(context, hosts=servers), ssh)
+    sick = [h["name"] + ": " + (h["error"] or ", ".join(
+        c["name"] for c in h["checks"] if not c["ok"])) for h in checked if not h["healthy"]]
+    if sick:
+        raise ResourceFailed("no scale-in while a dialog server is unhealthy: %s"
+                             % "; ".join(sick))
+
+
+def cassandra_decommission_check(context, ssh, leaver_name):
+    """The ring as a surviving node sees it, and the survivors' free space, checked by
+    cassandra_ops.check_decommission."""
+    nodes = hosts_with(context["hosts"], "cassandra")
+    leaver = _host(context, leaver_name)
+    observer = [h for h in nodes if h["name"] != leaver_name][0]
+    with session(observer, ssh) as connection:
+        ring = cassandra_ops.ring(connection, render_host(context, observer["name"]))
+    free = {}
+    for node in nodes:
+        if node["name"] != leaver_name:
+            with session(node, ssh) as connection:
+                free[node["private_address"]] = cassandra_ops.free_bytes(connection)
+    return cassandra_ops.check_decommission(leaver["private_address"], ring, free)
+
+
+def cassandra_cleanup(context, ssh, name, progress=_noop):
+    host = _host(context, name)
+    with session(host, ssh) as connection:
+        cassandra_ops.cleanup(connection, render_host(context, name))
+    progress("%s: nodetool cleanup done" % name)
+    return {"host": name, "cleanup": "done"}
+
+
+def cassandra_decommission(context, ssh, name, progress=_noop):
+    """Decommission one node and wait until a surviving node's ring no longer lists it."""
+    leaver = _host(context, name)
+    observer = [h for h in hosts_with(context["hosts"], "cassandra") if h["name"] != name][0]
+    progress("%s: nodetool decommission (streams its data to the others)" % name)
+    with session(leaver, ssh) as connection, session(observer, ssh) as watcher:
+        cassandra_ops.decommission(connection, render_host(context, name), watcher,
+                                   render_host(context, observer["name"]))
+    progress("%s: left the ring" % name)
+    return {"host": name, "decommissioned": True}

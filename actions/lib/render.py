@@ -22,6 +22,7 @@ from lib.errors import InputError
 from lib.stages import by_index, cassandra_seed_hosts, hosts_with
 
 PROJECT = "dialog"
+DIALOG_SEED_COUNT = 3
 COMPOSE_FILE = "/opt/dialog/docker-compose.yml"
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
@@ -129,6 +130,16 @@ def cassandra_seeds(hosts):
     return [h["private_address"] for h in cassandra_seed_hosts(hosts)]
 
 
+def dialog_seeds(hosts, joining=None):
+    """The Akka seed nodes: the first three dialog servers by index, leaving out servers that are
+    joining right now (a scale-out bootstraps them with the seed list the cluster already has,
+    and updates the lists once they are healthy). A fixed set keeps the other servers' config,
+    and so their processes, untouched when the cluster grows beyond three."""
+    joining = set(joining or ())
+    servers = [h for h in hosts_with(hosts, "dialog-server") if h["name"] not in joining]
+    return servers[:DIALOG_SEED_COUNT]
+
+
 def public_address(host):
     """The address clients on the internet reach a host at (its private one if it has none)."""
     return (host.get("public_addresses") or [host["private_address"]])[0]
@@ -194,6 +205,7 @@ def _model(context, host, images, catalog):
         "cassandra": hosts_with(hosts, "cassandra"),
         "cassandra_seeds": cassandra_seeds(hosts),
         "dialog": dialog,
+        "dialog_seeds": dialog_seeds(hosts, context.get("joining")),
         "voice": hosts_with(hosts, "voice"),
         "push": hosts_with(hosts, "push"),
         "web": hosts_with(hosts, "web"),

@@ -1,0 +1,12 @@
+from dialog_action import DialogAction, progress, reports_errors
+from lib.operations import cassandra_cleanup
+
+
+class CassandraCleanupAction(DialogAction):
+    """dialog.cassandra_cleanup: `nodetool cleanup` on one Cassandra host of a deployment."""
+
+    @reports_errors
+    def run(self, deployment, host, hosts, tier=None, profile=None):
+        settings = self.profile(profile)
+        context = self.deployment_context(settings, deployment, hosts, tier)
+        return cassandra_cleanup(context, self.ssh_options(settings), host, progress=progress)

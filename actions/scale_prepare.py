@@ -1,0 +1,52 @@
+import datetime
+
+from dialog_action import DialogAction, progress, reports_errors
+from lib import operations, scale_lock
+from lib.errors import InputError
+from lib.planner import validate_deployment_name
+from lib.scaling import scale_step
+
+
+class ScalePrepareAction(DialogAction):
+    """dialog.scale_prepare: check a scale request against the tier and the deployment's state,
+    then take the deployment's scale lock."""
+
+    @reports_errors
+    def run(self, deployment, role, count=None, delta=None, profile=None, dry_run=False):
+        validate_deployment_name(deployment)
+        record = self.record(deployment)
+        if not record:
+            raise InputError("deployment", "%s has no record in the datastore: deploy it with "
+                             "dialog.deploy first" % deployment)
+        profile = profile or record.get("profile")
+        settings, provider, region = self.target(profile, record.get("provider"),
+                                                 record.get("region"))
+        hosts = self.driver(settings, provider, region).inventory(deployment)
+        step = scale_step(record["tier"], role, hosts, count=count, delta=delta,
+                          with_storage=record.get("with_storage"))
+        progress("%s: %s %d -> %d (%s)"
+                 % (deployment, role, step["current"], step["desired"], step["direction"]))
+        if step["direction"] == "in":
+            context = self.deployment_context(settings, deployment, hosts, record["tier"],
+                                              record.get("with_storage"))
+            if role == "dialog-server":
+                operations.dialog_servers_healthy(context, self.ssh_options(settings))
+            elif role == "cassandra":
+                check = operations.cassandra_decommission_check(
+                    context, self.ssh_options(settings), step["leaving"][0])
+                progress("decommission check: %(survivors)d survivors, each with room for "
+                         "%(share_bytes)d bytes" % check)
+        lock = None
+        if step["direction"] != "none" and not dry_run:
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            lock = scale_lock.acquire(self.action_service, deployment,
+                                      {"role": role, "direction": step["direction"]}, now)
+        keep = {k: record.get(k)
+                for k in ("tier", "provider", "region", "with_storage", "droplet_class")}
+        keep.update(provider=provider, region=region)
+        survivors = [h for h in hosts if h["name"] not in step["leaving"]]
+        older = [h["name"] for h in hosts if role in h["roles"]]
+        proxies = [h["name"] for h in hosts if "proxy" in h["roles"]]
+        return dict(step, deployment=deployment, profile=profile, hosts=hosts,
+                    survivors=survivors, older=older, proxies=proxies, lock=lock,
+                    dry_run=dry_run, **keep)

@@ -1,0 +1,240 @@
+"""dialog.scale run by orquesta's conductor with canned actions (see test_workflow_deploy.py):
+the order of a scale-out and a scale-in for dialog servers and Cassandra, the refusals, the
+failures mid-way, and the lock released on every way the workflow ends.
+
+The canned scale_prepare applies the real rules (lib.scaling.scale_step) to the canned
+inventory; the canned provision and deploy change that inventory the way the real ones do.
+"""
+
+import threading
+
+import local_runner
+import workflow_runner
+from lib.errors import DialogError
+from lib.planner import build_plan
+from lib.scaling import scale_step
+from lib.stages import bootstrap_stages
+from test_workflow_deploy import inventory
+
+LOCK = "dialog.%s.scale_lock"
+
+
+class CannedScaleActions(object):
+    """The pack's actions around a deployment held in memory: `hosts` is the inventory;
+    `fail` maps an action name (or "bootstrap_host:<host>") to an error to return once."""
+
+    def __init__(self, tier="small-failover", fail=None, **counts):
+        self.tier = tier
+        self.hosts = inventory(build_plan(tier, "aws", **counts))
+        self.fail = dict(fail or {})
+        self.calls = []
+        self.locks = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, ref, params):
+        meta = local_runner.load_action_metadata(ref)
+        action_params, _ = local_runner.prepare_parameters(meta, params)
+        name = ref.split(".", 1)[1]
+        with self.lock:
+            self.calls.append((name, action_params))
+        key = name + (":" + action_params["host"] if "host" in action_params else "")
+        for candidate in (key, name):
+            if candidate in self.fail:
+                return False, {"result": {"error": self.fail.pop(candidate)}}
+        try:
+            return True, {"result": getattr(self, name)(**action_params)}
+        except DialogError as exc:  # what the real action's reports_errors returns
+            return False, {"result": exc.to_result()}
+
+    def names(self, name):
+        return [p for n, p in self.calls if n == name]
+
+    # --- the canned actions
+
+    def scale_prepare(self, deployment, role, count=None, delta=None, profile=None,
+                      dry_run=False):
+        step = scale_step(self.tier, role, self.hosts, count=count, delta=delta)
+        if step["direction"] != "none" and not dry_run:
+            assert deployment not in self.locks, "lock already held"
+            self.locks.add(deployment)
+        survivors = [h for h in self.hosts if h["name"] not in step["leaving"]]
+        return dict(step, deployment=deployment, profile=profile, hosts=list(self.hosts),
+                    survivors=survivors, older=[h["name"] for h in self.hosts
+                                                if role in h["roles"]],
+                    proxies=[h["name"] for h in self.hosts if "proxy" in h["roles"]],
+                    tier=self.tier, provider="aws", region="us-east-1", with_storage=False,
+                    droplet_class=None, lock=LOCK % deployment, dry_run=dry_run)
+
+    def scale_release(self, deployment):
+        released = deployment in self.locks
+        self.locks.discard(deployment)
+        return {"deployment": deployment, "released": released}
+
+    def _reconcile(self, dialog_servers=None, cassandra_nodes=None, **_):
+        plan = build_plan(self.tier, "aws", dialog_servers=dialog_servers,
+                          cassandra_nodes=cassandra_nodes)
+        kept = {h["name"]: h for h in self.hosts}
+        self.hosts = [kept.get(h["name"], h) for h in inventory(plan)]
+        return self.hosts
+
+    def provision(self, tier, provider, region, deployment, dialog_servers=None,
+                  cassandra_nodes=None, **_):
+        hosts = self._reconcile(dialog_servers, cassandra_nodes)
+        return {"changes": [], "hosts": hosts}
+
+    def plan(self, tier, provider, region=None, deployment="dialog", dialog_servers=None,
+             cassandra_nodes=None, **_):
+        return build_plan(tier, provider, region=region, deployment=deployment,
+                          dialog_servers=dialog_servers, cassandra_nodes=cassandra_nodes)
+
+    def register_deployment(self, plan, profile=None):
+        return {"deployment": plan["deployment"], "datastore_key": "k", "record_key": "r",
+                "secrets_created": [], "record_changed": True}
+
+    def bootstrap_order(self, hosts):
+        return bootstrap_stages(hosts)
+
+    def bootstrap_host(self, deployment, host, hosts, **_):
+        return {"host": host, "changed": False, "hosts_seen": [h["name"] for h in hosts]}
+
+    def create_admin(self, deployment, hosts, **_):
+        return {"login": "admin", "created": False}
+
+    def status(self, deployment, hosts, **_):
+        return {"healthy": True, "hosts": [], "endpoints": {}}
+
+    def cassandra_cleanup(self, deployment, host, hosts, **_):
+        return {"host": host, "cleanup": "done"}
+
+    def cassandra_decommission(self, deployment, host, hosts, **_):
+        return {"host": host, "decommissioned": True}
+
+
+def scale(actions, **params):
+    params.setdefault("deployment", "dialog")
+    meta = local_runner.load_action_metadata("dialog.scale")
+    inputs, _ = local_runner.prepare_parameters(meta, params)
+    return workflow_runner.run_workflow("dialog.scale", inputs, execute=actions)
+
+
+def order(actions):
+    return [(n, p.get("host")) for n, p in actions.calls]
+
+
+def dialog_servers(actions):
+    return sorted(h["name"] for h in actions.hosts if "dialog-server" in h["roles"])
+
+
+def test_dialog_servers_out_new_servers_healthy_before_proxies_and_seed_lists():
+    actions = CannedScaleActions()
+    result = scale(actions, role="dialog-server", count=5, reason="cpu 85% for 3 polls")
+    assert result.status == "succeeded", result.errors
+    out = result.output
+    assert (out["before"], out["after"]) == (3, 5)
+    assert out["added"] == ["dialog-dialog-server-4", "dialog-dialog-server-5"]
+    assert len(dialog_servers(actions)) == 5
+    steps = order(actions)
+    joins = [i for i, (n, p) in enumerate(steps) if n == "bootstrap_host" and p in out["added"]]
+    proxies = [i for i, (n, p) in enumerate(steps)
+               if n == "bootstrap_host" and p and "proxy" in p]
+    assert joins and proxies and max(joins) < min(proxies)
+    # The new servers bootstrap first, told they are joining (current seed list).
+    first = actions.names("bootstrap_host")[:2]
+    assert {p["host"] for p in first} == set(out["added"])
+    assert all(p["joining"] == out["added"] for p in first)
+    assert not actions.locks, "lock released"
+
+
+def test_dialog_servers_in_drains_the_proxies_before_removing_servers():
+    actions = CannedScaleActions(dialog_servers=5)
+    result = scale(actions, role="dialog-server", delta=-2)
+    assert result.status == "succeeded", result.errors
+    leaving = result.output["removed"]
+    assert leaving == ["dialog-dialog-server-5", "dialog-dialog-server-4"]
+    drains = actions.names("bootstrap_host")[:2]
+    assert [p["host"] for p in drains] == ["dialog-proxy-1", "dialog-proxy-2"]
+    for drain in drains:
+        assert not set(leaving) & {h["name"] for h in drain["hosts"]}
+    first_delete = [i for i, (n, _) in enumerate(actions.calls) if n == "provision"][0]
+    last_drain = max(i for i, (n, p) in enumerate(actions.calls)
+                     if n == "bootstrap_host" and p.get("host", "").startswith("dialog-proxy")
+                     and i < first_delete)
+    assert last_drain < first_delete
+    assert len(dialog_servers(actions)) == 3 and not actions.locks
+
+
+def test_cassandra_out_adds_one_node_then_cleans_up_older_nodes_one_by_one():
+    actions = CannedScaleActions(tier="production")
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "succeeded", result.errors
+    assert result.output["added"] == ["dialog-cassandra-4"]
+    cleanups = [e for e in result.trace if e.task_id == "cleanup"]
+    assert [p["host"] for p in actions.names("cassandra_cleanup")] == [
+        "dialog-cassandra-1", "dialog-cassandra-2", "dialog-cassandra-3"]
+    for before, after in zip(cleanups, cleanups[1:]):
+        assert before.end <= after.start, "one node at a time"
+    boot = [e for e in result.trace if e.action_ref == "dialog.bootstrap_host"]
+    assert max(e.end for e in boot) <= min(e.start for e in cleanups), "cleanup after the join"
+    assert result.output["cleaned"] == ["dialog-cassandra-1", "dialog-cassandra-2",
+                                        "dialog-cassandra-3"]
+
+
+def test_cassandra_in_decommissions_before_the_host_goes():
+    actions = CannedScaleActions(tier="production", cassandra_nodes=4)
+    result = scale(actions, role="cassandra", count=3)
+    assert result.status == "succeeded", result.errors
+    names = [n for n, _ in actions.calls]
+    assert names.index("cassandra_decommission") < names.index("provision")
+    assert actions.names("cassandra_decommission")[0]["host"] == "dialog-cassandra-4"
+    assert sum(1 for h in actions.hosts if "cassandra" in h["roles"]) == 3
+
+
+def test_requests_the_tier_forbids_are_refused_with_the_reason_and_nothing_changes():
+    cases = [({"role": "dialog-server", "count": 4}, "count: 4 dialog-server is not a count"),
+             ({"role": "dialog-server", "count": 7}, "from 3 the next count is 5"),
+             ({"role": "dialog-server", "count": 1}, "not a count the small-failover tier"),
+             ({"role": "cassandra", "count": 5}, "from 3 the next count is 4"),
+             ({"role": "cassandra", "count": 2}, "not a count"),
+             ({"role": "postgres", "count": 3}, "role: postgres has 2 in the small-failover"),
+             ({"role": "dialog-server"}, "give either count or delta")]
+    for params, message in cases:
+        actions = CannedScaleActions()
+        before = list(actions.hosts)
+        result = scale(actions, **params)
+        assert result.status == "failed", params
+        assert message in result.output["failure"], (params, result.output["failure"])
+        assert [n for n, _ in actions.calls] == ["scale_prepare"]
+        assert actions.hosts == before and not actions.locks
+
+
+def test_a_failure_mid_way_fails_with_the_reason_and_releases_the_lock():
+    actions = CannedScaleActions(fail={
+        "bootstrap_host:dialog-dialog-server-5": "dialog-dialog-server-5 (dialog-server): "
+                                                 "check 'dialog-server http' failed"})
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed"
+    assert "dialog-dialog-server-5" in str(result.output["failure"])
+    assert not actions.names("deploy") and not [
+        p for p in actions.names("bootstrap_host") if "proxy" in p["host"]], \
+        "proxies untouched while a new server is unhealthy"
+    assert actions.names("scale_release") and not actions.locks
+    # The hosts were created; a re-run finds 5 and reconciles nothing further.
+    again = scale(actions, role="dialog-server", count=5)
+    assert again.status == "succeeded" and again.output["before"] == 5
+
+
+def test_a_failed_reconcile_releases_the_lock_too():
+    actions = CannedScaleActions(tier="production", fail={"cassandra_cleanup":
+                                                          "nodetool cleanup failed: timeout"})
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "failed" and "cleanup failed" in str(result.output["failure"])
+    assert not actions.locks
+
+
+def test_dry_run_checks_without_changing_or_locking():
+    actions = CannedScaleActions()
+    result = scale(actions, role="dialog-server", count=5, dry_run=True)
+    assert result.status == "succeeded"
+    assert [n for n, _ in actions.calls] == ["scale_prepare"]
+    assert (result.output["before"], result.output["after"]) == (3, 5)
+    assert not actions.locks
