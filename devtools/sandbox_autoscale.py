@@ -17,8 +17,11 @@ container runtime runs none) labelled with the host's role and address, as the d
 prometheus.yml labels them; chat announcements are printed instead of posted.
 """
 
+import contextlib
+import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,9 +83,10 @@ class Metrics(object):
                 if role in ("dialog-server", "cassandra"):
                     if host["name"] not in self.exporters:
                         self.exporters[host["name"]] = DrivenNodeExporter(cpu=0.4, disk=0.3)
-                    groups.append({"labels": {"role": role, "instance": "%s:9100"
-                                              % host["private_address"]},
-                                   "targets": ["127.0.0.1:%d" % self.exporters[host["name"]].port]})
+                    address = "%s:9100" % host["private_address"]
+                    port = self.exporters[host["name"]].port
+                    groups.append({"labels": {"role": role, "instance": address},
+                                   "targets": ["127.0.0.1:%d" % port]})
         return groups
 
     def update(self, hosts):
@@ -109,36 +113,37 @@ def schemas_of(ref):
     return local_runner.parameter_schemas(local_runner.load_action_metadata(ref))
 
 
-def react(box, trigger, payload):
+def react(box, trigger, payload, say=print):
     """What st2rulesengine would run for the trigger: the pack's enabled rules' actions."""
     results = []
     for rule, ref, params in rules_engine.enforce(trigger, payload, schemas_of):
         if ref == "dialog.announce":
-            print("  [chat] %s" % params["message"], flush=True)
+            say("  [chat] %s" % params["message"])
             continue
-        print("  rule %s -> %s %s" % (rule, ref, json.dumps(params, sort_keys=True)), flush=True)
-        ok, result, _ = box.run(ref, params, progress=lambda line: None)
+        say("  rule %s -> %s %s" % (rule, ref, json.dumps(params, sort_keys=True)))
+        with contextlib.redirect_stdout(io.StringIO()):
+            ok, result, _ = box.run(ref, params, progress=lambda line: None)
         finished = {"action_name": ref, "status": "succeeded" if ok else "failed",
                     "execution_id": "local", "result": result}
-        for _, ref2, params2 in rules_engine.enforce("core.st2.generic.actiontrigger",
-                                                      finished, schemas_of):
+        answers = rules_engine.enforce("core.st2.generic.actiontrigger", finished, schemas_of)
+        for _, ref2, params2 in answers:
             if ref2 == "dialog.announce":
-                print("  [chat] %s" % params2["message"], flush=True)
+                say("  [chat] %s" % params2["message"])
         results.append((ok, result))
     return results
 
 
-def poll_until_scaled(box, sensor, service, role, timeout=180):
+def poll_until_scaled(box, sensor, service, role, say=print, timeout=180):
     deadline = time.monotonic() + timeout
     seen = len(service.dispatched_triggers)
     while time.monotonic() < deadline:
         sensor.poll()
         for item in service.dispatched_triggers[seen:]:
-            print("  sensor dispatched %s %s" % (item["trigger"], json.dumps(
-                {k: item["payload"][k] for k in ("role", "current", "desired", "reason")
-                 if k in item["payload"]})), flush=True)
+            shown = {k: item["payload"][k] for k in ("role", "current", "desired", "reason")
+                     if k in item["payload"]}
+            say("  sensor dispatched %s %s" % (item["trigger"], json.dumps(shown)))
             if item["trigger"] == "dialog.scale_requested" and item["payload"]["role"] == role:
-                return item, react(box, item["trigger"], item["payload"])
+                return item, react(box, item["trigger"], item["payload"], say)
         seen = len(service.dispatched_triggers)
         time.sleep(POLL)
     raise RuntimeError("no %s scale request within %ss" % (role, timeout))
@@ -148,72 +153,117 @@ def count(hosts, role):
     return sum(1 for h in hosts if role in h["roles"])
 
 
+class ScenarioFailed(AssertionError):
+    """A step of the scenario did not end as it must."""
+
+
+def check(condition, message):
+    if not condition:
+        raise ScenarioFailed(message)
+
+
+def status_of(box):
+    with contextlib.redirect_stdout(io.StringIO()):
+        ok, state, _ = box.run("dialog.status", {"deployment": DEPLOYMENT},
+                               progress=lambda line: None)
+    check(ok, "dialog.status failed: %s" % state.get("error"))
+    return state
+
+
+def scenario(box, workdir, say=print):
+    """Deploy, autoscale out both roles, then scale both back in by hand; returns the facts
+    the tests check: {"deploy", "dialog_out", "cassandra_out", "dialog_in", "cassandra_in"}."""
+    local_runner._action_base_class()  # pylint: disable=protected-access  # st2 or stand-in
+    from host_metrics_sensor import HostMetricsSensor  # pylint: disable=import-outside-toplevel
+    facts = {}
+    say("== dialog.deploy tier=small-failover deployment=%s" % DEPLOYMENT)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ok, result, _ = box.run("dialog.deploy", {"tier": "small-failover",
+                                                  "deployment": DEPLOYMENT},
+                                progress=lambda line: None)
+    check(ok, "deploy failed: %s" % (result.get("output") or {}).get("failure"))
+    hosts = result["output"]["hosts"]
+    facts["deploy"] = (count(hosts, "dialog-server"), count(hosts, "cassandra"))
+    say("deployed: %d dialog servers, %d cassandra nodes" % facts["deploy"])
+    metrics = Metrics(workdir, hosts)
+    try:
+        service = sensor_service_for(box.datastore)
+        sensor = HostMetricsSensor(service, config={"autoscaling": {
+            "deployments": [{"deployment": DEPLOYMENT,
+                             "prometheus_url": metrics.prometheus.url}],
+            "poll_interval": POLL, "breach_polls": 3, "rate_window": "8s"}})
+        sensor.setup()
+
+        say("\n== driving the dialog servers' CPU to 90%")
+        metrics.drive(hosts, "dialog-server", cpu=0.9)
+        request, outcomes = poll_until_scaled(box, sensor, service, "dialog-server", say)
+        check(outcomes and outcomes[0][0], "dialog.scale failed: %s" % (outcomes,))
+        hosts = status_of(box)["hosts"]
+        servers = [h for h in hosts if "dialog-server" in h["roles"]]
+        facts["dialog_out"] = {"request": request["payload"], "servers": len(servers),
+                               "healthy": sum(1 for h in servers if h["healthy"])}
+        say("dialog servers: %(servers)d, healthy: %(healthy)d" % facts["dialog_out"])
+        check(len(servers) == 5 and all(h["healthy"] for h in servers), "not 5 healthy")
+        metrics.update(hosts)
+        metrics.drive(hosts, "dialog-server", cpu=0.5)
+
+        say("\n== driving one cassandra node's data disk to 85%")
+        first = [h for h in hosts if "cassandra" in h["roles"]][:1]
+        metrics.drive(first, "cassandra", disk=0.85)
+        request, outcomes = poll_until_scaled(box, sensor, service, "cassandra", say)
+        ok, scaled = outcomes[0]
+        check(ok, "dialog.scale failed: %s" % scaled)
+        output = scaled["output"]
+        facts["cassandra_out"] = dict(request=request["payload"], before=output["before"],
+                                      after=output["after"], added=output["added"],
+                                      cleaned=output["cleaned"])
+        say("cassandra %d -> %d, added %s, cleanup on %s" % (
+            output["before"], output["after"], ", ".join(output["added"]),
+            ", ".join(output["cleaned"])))
+        metrics.drive(first, "cassandra", disk=0.3)
+    finally:
+        metrics.close()
+
+    # Scale-in ships disabled in the rules; an operator runs it by hand.
+    for role, wanted in (("dialog-server", 3), ("cassandra", 3)):
+        say("\n== dialog.scale role=%s count=%d (by hand)" % (role, wanted))
+        params = {"deployment": DEPLOYMENT, "role": role, "count": wanted}
+        with contextlib.redirect_stdout(io.StringIO()):
+            ok, scaled, _ = box.run("dialog.scale", params, progress=lambda line: None)
+        failure = (scaled.get("output") or {}).get("failure")
+        check(ok, "scale-in of %s failed: %s" % (role, failure))
+        output = scaled["output"]
+        say("%s %d -> %d, removed %s"
+            % (role, output["before"], output["after"], ", ".join(output["removed"])))
+        facts["dialog_in" if role == "dialog-server" else "cassandra_in"] = output
+    state = status_of(box)
+    facts["final"] = {"healthy": state["healthy"],
+                      "dialog-server": count(state["hosts"], "dialog-server"),
+                      "cassandra": count(state["hosts"], "cassandra")}
+    table = summary({"deployment": DEPLOYMENT, "health": state["hosts"],
+                     "endpoints": state["endpoints"]})
+    say("\n" + table)
+    return facts
+
+
 def main(_argv):
     problems = preflight()
     if problems:
         print("the sandbox cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    local_runner._action_base_class()  # pylint: disable=protected-access  # st2 or stand-in
-    from host_metrics_sensor import HostMetricsSensor  # pylint: disable=import-outside-toplevel
     workdir = tempfile.mkdtemp(prefix="dialog-autoscale-")
+    status = 1
     with sandbox() as box:
-        print("== dialog.deploy tier=small-failover deployment=%s" % DEPLOYMENT, flush=True)
-        ok, result, _ = box.run("dialog.deploy", {"tier": "small-failover",
-                                                  "deployment": DEPLOYMENT},
-                                progress=lambda line: None)
-        if not ok:
-            print(json.dumps(result, indent=1, default=str)[-3000:])
-            return 1
-        hosts = result["output"]["hosts"]
-        print("deployed: %d dialog servers, %d cassandra nodes" % (
-            count(hosts, "dialog-server"), count(hosts, "cassandra")), flush=True)
-        metrics = Metrics(workdir, hosts)
-        status = 1
         try:
-            service = sensor_service_for(box.datastore)
-            sensor = HostMetricsSensor(service, config={"autoscaling": {
-                "deployments": [{"deployment": DEPLOYMENT,
-                                 "prometheus_url": metrics.prometheus.url}],
-                "poll_interval": POLL, "breach_polls": 3, "rate_window": "8s"}})
-            sensor.setup()
-
-            print("\n== driving the dialog servers' CPU to 90%", flush=True)
-            metrics.drive(hosts, "dialog-server", cpu=0.9)
-            _, outcomes = poll_until_scaled(box, sensor, service, "dialog-server")
-            assert outcomes and outcomes[0][0], outcomes
-            ok, state, _ = box.run("dialog.status", {"deployment": DEPLOYMENT},
-                                   progress=lambda line: None)
-            hosts = state["hosts"]
-            servers = [h for h in hosts if "dialog-server" in h["roles"]]
-            print("dialog servers: %d, healthy: %d" % (
-                len(servers), sum(1 for h in servers if h["healthy"])), flush=True)
-            assert len(servers) == 5 and all(h["healthy"] for h in servers)
-            metrics.update(hosts)
-            metrics.drive(hosts, "dialog-server", cpu=0.5)
-
-            print("\n== driving one cassandra node's data disk to 85%", flush=True)
-            first = [h for h in hosts if "cassandra" in h["roles"]][:1]
-            metrics.drive(first, "cassandra", disk=0.85)
-            _, outcomes = poll_until_scaled(box, sensor, service, "cassandra")
-            ok, scaled = outcomes[0]
-            assert ok, scaled
-            output = scaled["output"]
-            print("cassandra %d -> %d, added %s, cleanup on %s" % (
-                output["before"], output["after"], ", ".join(output["added"]),
-                ", ".join(output["cleaned"])), flush=True)
-            assert output["after"] == output["before"] + 1 == 4 and len(output["added"]) == 1
-            assert output["cleaned"] == ["auto-cassandra-1", "auto-cassandra-2",
-                                         "auto-cassandra-3"]
-            ok, state, _ = box.run("dialog.status", {"deployment": DEPLOYMENT},
-                                   progress=lambda line: None)
-            print("\n" + summary({"deployment": DEPLOYMENT, "health": state["hosts"],
-                                  "endpoints": state["endpoints"]}), flush=True)
-            assert state["healthy"] and count(state["hosts"], "cassandra") == 4
-            status = 0
+            facts = scenario(box, workdir, say=lambda line: print(line, flush=True))
+            status = 0 if facts["final"]["healthy"] else 1
+        except ScenarioFailed as exc:
+            print("FAILED: %s" % exc, file=sys.stderr)
         finally:
-            metrics.close()
-            box.run("dialog.destroy", {"deployment": DEPLOYMENT, "confirm": DEPLOYMENT},
-                    progress=lambda line: None)
+            with contextlib.redirect_stdout(io.StringIO()):
+                box.run("dialog.destroy", {"deployment": DEPLOYMENT, "confirm": DEPLOYMENT},
+                        progress=lambda line: None)
+            shutil.rmtree(workdir, ignore_errors=True)
     print("sandbox torn down")
     return status
 

@@ -97,10 +97,11 @@ def _check_host(context, host, ssh):
     return record
 
 
-def check_all(context, ssh, concurrency=CHECK_CONCURRENCY):
-    """Every host's checks, run once and concurrently: [{"name", "roles", "private_address",
-    "public_addresses", "healthy", "checks", "error"}] in inventory order."""
-    hosts = context["hosts"]
+def check_all(context, ssh, concurrency=CHECK_CONCURRENCY, only=None):
+    """Every host's checks (or those of the hosts named in `only`), run once and concurrently:
+    [{"name", "roles", "private_address", "public_addresses", "healthy", "checks", "error"}] in
+    inventory order."""
+    hosts = [h for h in context["hosts"] if only is None or h["name"] in only]
     if not hosts:
         return []
     with ThreadPoolExecutor(max_workers=min(concurrency, len(hosts))) as pool:
@@ -143,8 +144,8 @@ def endpoints(hosts, catalog=None):
 
 def dialog_servers_healthy(context, ssh):
     """Raise unless every dialog server passes its checks (scale-in never runs otherwise)."""
-    servers = [h for h in context["hosts"] if "dialog-server" in h["roles"]]
-    checked = check_all(dict(context, hosts=servers), ssh)
+    servers = [h["name"] for h in context["hosts"] if "dialog-server" in h["roles"]]
+    checked = check_all(context, ssh, only=servers)
     sick = [h["name"] + ": " + (h["error"] or ", ".join(
         c["name"] for c in h["checks"] if not c["ok"])) for h in checked if not h["healthy"]]
     if sick:
