@@ -144,7 +144,7 @@ def test_a_failed_bootstrap_names_host_and_reason_and_a_rerun_finishes(box, firs
     assert exited == 0
     ok, result = deploy(box, Recorder(), health_timeout=5)
     assert not ok
-    failure = " ".join(result["output"]["failure"])
+    failure = result["output"]["failure"]
     assert "e2e-dialog-server-1" in failure and "9090" in failure, failure
     assert not any(b["host"].startswith("e2e-proxy") for b in result["output"]["bootstrapped"])
 

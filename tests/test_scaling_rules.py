@@ -185,3 +185,20 @@ def test_the_concurrency_policy_serialises_scale_per_deployment():
     assert policy["parameters"]["attributes"] == ["deployment"]
     assert "deployment" in schemas_of("dialog.scale")
     assert "coordination" in policy["description"]
+
+
+@pytest.mark.parametrize("channel, posted", [("#dialog-ops", True), ("", False)])
+def test_announce_posts_to_the_configured_channel_only(channel, posted):
+    import workflow_runner  # pylint: disable=import-outside-toplevel
+    calls = []
+
+    def execute(ref, params):  # core.noop and chatops.post_message are StackStorm's own
+        calls.append((ref, params))
+        return True, {"result": None}
+
+    result = workflow_runner.run_workflow("dialog.announce", {
+        "message": "Scaled chat: dialog-server 3 -> 5.", "channel": channel}, execute=execute)
+    assert result.status == "succeeded", result.errors
+    chat = [params for ref, params in calls if ref == "chatops.post_message"]
+    assert chat == ([{"channel": "#dialog-ops", "message": "Scaled chat: dialog-server 3 -> 5."}]
+                    if posted else [])

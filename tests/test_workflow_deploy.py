@@ -205,8 +205,8 @@ def test_a_failed_bootstrap_fails_the_workflow_with_host_and_reason():
     result = deploy(actions, tier="small")
     assert result.status == "failed"
     failure = result.output["failure"]
-    assert failure == ["dialog-dialog-server-1 (dialog-server): check 'dialog-server http' "
-                       "failed after 600s: connection refused"]
+    assert failure == ("dialog-dialog-server-1 (dialog-server): check 'dialog-server http' "
+                       "failed after 600s: connection refused")
     booted = {p["host"] for p in called(actions, "dialog.bootstrap_host")}
     assert "dialog-proxy-1" not in booted, "later stages do not start"
     assert not called(actions, "dialog.create_admin")

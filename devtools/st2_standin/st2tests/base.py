@@ -6,10 +6,17 @@ st2tests.sensors, st2tests.action_aliases and st2tests.pack_resource and re-expo
 the DB / runner test cases for StackStorm's own test suite are left out).
 """
 
+import glob
 import inspect
 import os
 from unittest import TestCase
 
+import yaml
+
+from st2common.exceptions.content import ParseException
+from st2common.models.db.actionalias import ActionAliasDB
+from st2common.models.utils.action_alias_utils import extract_parameters
+from st2common.models.utils.action_alias_utils import extract_parameters_for_action_alias_db
 from st2common.runners.utils import get_action_class_instance
 from st2tests.mocks.action import MockActionService
 from st2tests.mocks.action import MockActionWrapper
@@ -18,7 +25,15 @@ from st2tests.mocks.sensor import MockSensorWrapper
 
 __all__ = ["BaseSensorTestCase", "BaseActionTestCase", "BaseActionAliasTestCase"]
 
-ALIAS_TODO = "alias matching stand-in arrives with the ChatOps issue"
+# st2common.constants.pack.MANIFEST_FILE_NAME and st2common.constants.meta.ALLOWED_EXTS.
+MANIFEST_FILE_NAME = "pack.yaml"
+ALLOWED_EXTS = [".yaml", ".yml"]
+# The properties of st2common.models.api.action.ActionAliasAPI's schema (additionalProperties
+# is false there).
+ACTION_ALIAS_API_PROPERTIES = {
+    "id", "ref", "uid", "name", "pack", "description", "enabled", "action_ref", "formats", "ack",
+    "result", "extra", "immutable_parameters", "metadata_file",
+}
 
 
 class BasePackResourceTestCase(TestCase):
@@ -116,8 +131,13 @@ class BaseSensorTestCase(BasePackResourceTestCase):
 
 class BaseActionAliasTestCase(BasePackResourceTestCase):
     """
-    Base class for testing action aliases. Placeholder in the stand-in: alias format matching
-    (st2common.models.utils.action_alias_utils) is not ported yet, so alias tests fail loudly.
+    Base class for testing action aliases.
+
+    Copied from StackStorm (st2tests/st2tests/action_aliases.py; Copyright 2020 The StackStorm
+    Authors, Copyright 2019 Extreme Networks, Inc.; Apache License 2.0): the alias is loaded
+    from the pack's aliases/ folder the way st2's AliasesRegistrar loads it, and commands are
+    matched with the format parser copied into the stand-in's
+    st2common.models.utils.action_alias_utils.
     """
 
     action_alias_name = None
@@ -125,10 +145,112 @@ class BaseActionAliasTestCase(BasePackResourceTestCase):
 
     def setUp(self):
         super(BaseActionAliasTestCase, self).setUp()
-        raise NotImplementedError(ALIAS_TODO)
+
+        if not self.action_alias_name:
+            raise ValueError('"action_alias_name" class attribute needs to be provided')
+
+        self.action_alias_db = self._get_action_alias_db_by_name(name=self.action_alias_name)
 
     def assertCommandMatchesExactlyOneFormatString(self, format_strings, command):
-        raise NotImplementedError(ALIAS_TODO)
+        """
+        Assert that the provided command matches exactly one format string from the provided list.
+        """
+        matched_format_strings = []
+
+        for format_string in format_strings:
+            try:
+                extract_parameters(format_str=format_string, param_stream=command)
+            except ParseException:
+                continue
+
+            matched_format_strings.append(format_string)
+
+        if len(matched_format_strings) == 0:
+            msg = 'Command "%s" didn\'t match any of the provided format strings' % (command)
+            raise AssertionError(msg)
+        elif len(matched_format_strings) > 1:
+            msg = 'Command "%s" matched multiple format strings: %s' % (
+                command,
+                ", ".join(matched_format_strings),
+            )
+            raise AssertionError(msg)
 
     def assertExtractedParametersMatch(self, format_string, command, parameters):
-        raise NotImplementedError(ALIAS_TODO)
+        """
+        Assert that the provided command matches the format string.
+
+        In addition to that, also assert that the parameters which have been extracted from the
+        user input (command) also match the provided parameters.
+        """
+        extracted_params = extract_parameters_for_action_alias_db(
+            action_alias_db=self.action_alias_db, format_str=format_string, param_stream=command
+        )
+
+        if extracted_params != parameters:
+            msg = (
+                'Extracted parameters from command string "%s" against format string "%s"'
+                " didn't match the provided parameters: " % (command, format_string)
+            )
+
+            # Intercepted so that the message includes the dictionaries' diff.
+            try:
+                self.assertEqual(extracted_params, parameters)
+            except AssertionError as e:
+                msg += str(e)
+
+            raise AssertionError(msg)
+
+    def _get_action_alias_db_by_name(self, name):
+        """
+        Retrieve ActionAlias DB object for the provided alias name.
+        """
+        base_pack_path = self._get_base_pack_path()
+        pack_yaml_path = os.path.join(base_pack_path, MANIFEST_FILE_NAME)
+
+        if os.path.isfile(pack_yaml_path):
+            # 1. 1st try to infer pack name from pack metadata file
+            pack_metadata = _load_meta(pack_yaml_path)
+            pack = pack_metadata.get("ref") or pack_metadata["name"]
+        else:
+            # 2. If pack.yaml is not available, fail back to directory name
+            _, pack = os.path.split(base_pack_path)
+
+        aliases_path = os.path.join(base_pack_path, "aliases")
+        aliases = sorted(path for ext in ALLOWED_EXTS
+                         for path in glob.glob(os.path.join(aliases_path, "*" + ext)))
+        for alias_path in aliases:
+            action_alias_db = _get_action_alias_db(pack=pack, action_alias=alias_path)
+
+            if action_alias_db.name == name:
+                return action_alias_db
+
+        raise ValueError('Alias with name "%s" not found' % (name))
+
+
+def _load_meta(path):
+    with open(path, "r") as fp:
+        return yaml.safe_load(fp)
+
+
+def _get_action_alias_db(pack, action_alias):
+    """AliasesRegistrar._get_action_alias_db: the file's content, its pack checked, validated
+    the way ActionAliasAPI's schema validates it (required fields, no unknown ones)."""
+    content = _load_meta(action_alias)
+    pack_field = content.get("pack", None)
+    if not pack_field:
+        content["pack"] = pack
+        pack_field = pack
+    if pack_field != pack:
+        raise Exception(
+            'Model is in pack "%s" but field "pack" is different: %s' % (pack, pack_field)
+        )
+
+    unknown = sorted(set(content) - ACTION_ALIAS_API_PROPERTIES)
+    if unknown:
+        raise ValueError("Additional properties are not allowed (%s were unexpected)"
+                         % ", ".join(repr(u) for u in unknown))
+    for field in ("name", "pack", "action_ref"):
+        if field not in content:
+            raise ValueError("'%s' is a required property" % field)
+
+    return ActionAliasDB(**content)
