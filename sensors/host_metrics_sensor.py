@@ -32,9 +32,10 @@ class HostMetricsSensor(PollingSensor):
 
     def __init__(self, sensor_service, config=None, poll_interval=None):
         settings = (config or {}).get("autoscaling") or {}
+        # st2 always passes the sensor YAML's poll_interval; the pack config's setting wins.
         super(HostMetricsSensor, self).__init__(
             sensor_service=sensor_service, config=config,
-            poll_interval=poll_interval or settings.get("poll_interval") or 30)
+            poll_interval=settings.get("poll_interval") or poll_interval or 30)
         self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
         self._settings = settings
         self._policy = autoscale.policy_from(settings)

@@ -151,6 +151,14 @@ class HostMetricsSensorTest(BaseSensorTestCase):
         self.sensor.poll()  # logged, not raised
         assert self.sensor_service.get_logger("x").exception.called
 
+    def test_the_configured_poll_interval_wins_over_the_sensor_yaml(self):
+        sensor = self.sensor_cls(sensor_service=self.sensor_service, poll_interval=30,
+                                 config=dict(self.config, autoscaling=dict(
+                                     self.config["autoscaling"], poll_interval=15)))
+        assert sensor.get_poll_interval() == 15
+        assert self.sensor_cls(sensor_service=self.sensor_service, poll_interval=30,
+                               config=self.config).get_poll_interval() == 30
+
     def test_tier_capacity_names_the_next_tier(self):
         [item] = self.run_polls(metrics(0.5, users=2400))
         assert item["trigger"] == "dialog.tier_capacity"
