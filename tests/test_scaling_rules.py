@@ -64,6 +64,17 @@ def test_every_accepted_step_keeps_the_tier_invariants(tier, role):
     assert accepted, "some request must be possible"
 
 
+def test_storage_is_never_shrunk_by_a_scale_operation():
+    hosts = inventory(build_plan("production", "aws", with_storage=True, storage_nodes=3))
+    with pytest.raises(InputError) as info:
+        scale_step("production", "storage", hosts, count=1, with_storage=True)
+    assert "ceph osd out" in str(info.value)
+    grown = scale_step("production", "storage",
+                       inventory(build_plan("production", "aws", with_storage=True,
+                                            storage_nodes=1)), count=3, with_storage=True)
+    assert grown["joining"] == ["dialog-storage-2", "dialog-storage-3"]
+
+
 def test_refusals_name_the_next_allowed_count():
     hosts = inventory(build_plan("small-failover", "aws"))
     with pytest.raises(InputError) as info:

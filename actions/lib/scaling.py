@@ -77,6 +77,11 @@ def scale_step(tier, role, hosts, count=None, delta=None, with_storage=False, ca
                          "operation): from %d the next count is %d" % (role, step, current, toward),
                          [current - step, current + step] if count_is_allowed(
                              server["count"], current - step) else [current + step])
+    if role == "storage" and desired < current:
+        raise InputError(field, "storage servers are not removed by dialog.scale: Ceph must move "
+                         "the data off their OSDs first (ceph osd out, then wait for "
+                         "HEALTH_OK); remove them by hand, then run dialog.deploy with "
+                         "storage_nodes=%d" % desired)
     if role == "cassandra" and desired < current and desired < REPLICATION_FACTOR:
         raise InputError(field, "cassandra cannot go below the replication factor (%d nodes)"
                          % REPLICATION_FACTOR)
