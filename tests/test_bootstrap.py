@@ -244,7 +244,8 @@ def test_check_that_never_passes_fails_in_time(sandbox, edge):
     elapsed = time.monotonic() - started
     assert str(failure.value).startswith(
         "%s (proxy): check 'admin port' failed after 2s: connection refused" % EDGE)
-    assert elapsed < 6, elapsed
+    # Bounded by the 2 s given, not the 300 s default (the margin is for SSH on a busy machine).
+    assert elapsed < 30, elapsed
     # The rest of the host was done: the proxy's certificate exists, its key private.
     assert host_mode(sandbox, EDGE, "/etc/dialog/tls/key.pem") == 0o600
     assert host_mode(sandbox, EDGE, "/etc/dialog/tls/cert.pem") == 0o644
@@ -271,7 +272,7 @@ def test_wait_for_ssh(sandbox):
     with pytest.raises(ResourceFailed) as failure:
         bootstrap.wait_for_ssh(ip(sandbox, "nobody"), "root", key_file=sandbox.ssh_key_path,
                                timeout=2, interval=0.5, name="dlg-ghost-1")
-    assert time.monotonic() - started < 6
+    assert time.monotonic() - started < 30  # bounded by the 2 s given, with room for a busy CI
     message = str(failure.value)
     assert message.startswith("dlg-ghost-1 (%s): SSH not ready after 2s: "
                               % ip(sandbox, "nobody")), message

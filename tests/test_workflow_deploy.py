@@ -161,16 +161,31 @@ def test_deploy_runs_every_stage_in_dependency_order():
     assert stages["proxies"] == ["dialog-proxy-1", "dialog-proxy-2"]
 
 
+class RendezvousActions(CannedDialogActions):
+    """Each dialog server's bootstrap waits until all five have started: with fewer running
+    at once the rendezvous times out and the bootstrap fails. No timing is asserted."""
+
+    def __init__(self):
+        super(RendezvousActions, self).__init__()
+        self.barrier = threading.Barrier(5, timeout=30)
+
+    def bootstrap_host(self, deployment, host, hosts, **rest):
+        if "dialog-server" in host:
+            try:
+                self.barrier.wait()
+            except threading.BrokenBarrierError:
+                return self._failed({"error": "%s ran without the other four" % host})
+        return super(RendezvousActions, self).bootstrap_host(deployment, host, hosts, **rest)
+
+
 def test_hosts_of_one_stage_bootstrap_in_parallel():
-    actions = CannedDialogActions()
+    actions = RendezvousActions()
     result = deploy(actions, tier="production", dialog_servers=5)
-    assert result.status == "succeeded", result.errors
+    assert result.status == "succeeded", result.output["failure"]
     runs = [e for e in result.trace if e.task_id == "dialog_servers"]
     assert len(runs) == 5
     # All five were running at once: the last one started before the first one ended.
     assert max(e.start for e in runs) < min(e.end for e in runs)
-    span = max(e.end for e in runs) - min(e.start for e in runs)
-    assert span < 3 * BOOT_SECONDS, "a stage of 5 takes about one host's time"
 
 
 def test_cassandra_nodes_beyond_the_seeds_join_one_at_a_time():

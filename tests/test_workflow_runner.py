@@ -297,12 +297,10 @@ def test_a_definition_file_runs_too(pack):
 
 def test_branches_ready_together_run_in_parallel_and_join_waits_for_both(pack):
     execute = Canned(sleep=lambda params: 0.3 if params["name"] in ("left", "right") else 0)
-    started = time.monotonic()
     result = run(pack, "dialog.branches", execute)
     assert result.succeeded
     (left,), (right,), (merge,) = (entries(result, t) for t in ("left", "right", "merge"))
     assert max(left.start, right.start) < min(left.end, right.end)  # they overlapped
-    assert time.monotonic() - started < 0.6  # 0.3 s once, not twice
     assert merge.start >= max(left.end, right.end)
     assert execute.names().count("merge") == 1
     assert execute.calls[-1] == ("dialog.step", {"name": "merge",
