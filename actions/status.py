@@ -19,7 +19,8 @@ class StatusAction(DialogAction):
                                                  region or record.get("region"))
         if hosts is None:
             hosts = self.driver(settings, provider, region).inventory(deployment)
-        context = self.deployment_context(settings, deployment, hosts, tier, with_storage)
+        context = self.deployment_context(settings, deployment, hosts,
+                                          tier or record.get("tier"), with_storage)
         checked = check_all(context, self.ssh_options(settings))
         status = {"deployment": deployment, "provider": provider,
                   "healthy": bool(checked) and all(h["healthy"] for h in checked),

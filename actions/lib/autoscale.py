@@ -30,12 +30,12 @@ DEFAULTS = {
     "unavailable_interval": 900,
     "capacity_interval": 3600,
 }
-# What drives each role, and how: the metric, its target and how many hosts a step adds.
+# What drives each role: the metric, its target and how the hosts' values combine. How many
+# hosts a step adds is the tier's (the catalog's count step: dialog servers 2, Cassandra 1).
 ROLE_POLICIES = {
-    "dialog-server": {"metric": "cpu", "target": 0.7, "aggregate": "mean", "step": 2},
-    "cassandra": {"metric": "disk", "target": 0.7, "aggregate": "max", "step": 1},
+    "dialog-server": {"metric": "cpu", "target": 0.7, "aggregate": "mean"},
+    "cassandra": {"metric": "disk", "target": 0.7, "aggregate": "max"},
 }
-TIER_ORDER = ("mini", "small", "small-failover", "production")
 
 
 def policy_from(config):
@@ -80,21 +80,21 @@ def decide(policy, role, samples, current, count_spec, now, state):
     if value is None or current < 1:
         memory["breaches"], memory["calm_since"] = 0, None
         return None
-    target, step = rule["target"], rule["step"]
+    target, step = rule["target"], count_spec.get("step") or 1
     metrics = {"metric": rule["metric"], "aggregate": rule["aggregate"], "value": round(value, 4),
                "target": target, "instances": {k: round(v, 4) for k, v in samples.items()}}
     last = memory["last_event"]
+    # The utilisation after a scale-in. A mean is a share of the role's capacity and rises as
+    # hosts leave; a maximum (one full disk) does not drop when a node leaves, so it stays.
+    projected = None
+    if current > step:
+        projected = value if rule["aggregate"] == "max" else value * current / (current - step)
 
     if value > target * (1 + policy["tolerance"]):
         memory["breaches"] += 1
         memory["calm_since"] = None
     else:
         memory["breaches"] = 0
-        projected = value * current / (current - step) if current > step else None
-        # Utilisation is a share of the role's capacity only when averaged; a maximum (one
-        # full disk) does not drop when a node leaves, so it is not projected down.
-        if rule["aggregate"] == "max":
-            projected = value if current > step else None
         if projected is not None and projected <= policy["scale_in_margin"] * target:
             if memory["calm_since"] is None:
                 memory["calm_since"] = now
@@ -116,9 +116,8 @@ def decide(policy, role, samples, current, count_spec, now, state):
                 desired, direction = current - step, "in"
                 reason = ("%s %s %.0f%% would be %.0f%% on %d hosts, at most %.0f%% of the target, "
                           "for %ds" % (rule["aggregate"], rule["metric"], value * 100,
-                                       value * current / (current - step) * 100
-                                       if rule["aggregate"] != "max" else value * 100,
-                                       current - step, policy["scale_in_margin"] * 100,
+                                       projected * 100, current - step,
+                                       policy["scale_in_margin"] * 100,
                                        now - memory["calm_since"]))
     if desired is None:
         return None
@@ -135,12 +134,13 @@ def capacity_check(tier, active_users, now, state, policy, catalog=None):
         return None
     catalog = catalog or default_catalog()
     capacity = catalog.tier(tier)["capacity"]
-    position = TIER_ORDER.index(tier)
+    order = catalog.tier_names  # the catalog lists the tiers smallest first
+    position = order.index(tier)
     if capacity["users_max"] is not None and active_users > capacity["users_max"]:
         direction = "up"
-        next_tier = TIER_ORDER[position + 1] if position + 1 < len(TIER_ORDER) else None
+        next_tier = order[position + 1] if position + 1 < len(order) else None
     elif active_users < capacity["users_min"] and position > 0:
-        direction, next_tier = "down", TIER_ORDER[position - 1]
+        direction, next_tier = "down", order[position - 1]
     else:
         return None
     last = state.get("capacity_reported")

@@ -10,7 +10,7 @@ import json
 from lib.deployment_secrets import datastore_key
 
 KEY_TEMPLATE = "dialog.%s.deployment"
-FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class", "profile")
+FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class")
 
 
 def record_key(deployment):
@@ -23,7 +23,7 @@ def record_of(plan, profile=None):
     groups = {}
     for host in plan["hosts"]:
         groups[host["group"]] = groups.get(host["group"], 0) + 1
-    record = {name: plan.get(name) for name in FIELDS if name != "profile"}
+    record = {name: plan.get(name) for name in FIELDS}
     record.update(deployment=plan["deployment"], profile=profile, groups=groups)
     return record
 

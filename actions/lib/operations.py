@@ -153,20 +153,22 @@ def dialog_servers_healthy(context, ssh):
                              % "; ".join(sick))
 
 
+def _survivors(context, leaver_name):
+    """The Cassandra hosts that stay; the first of them watches the ring for the others."""
+    return [h for h in hosts_with(context["hosts"], "cassandra") if h["name"] != leaver_name]
+
+
 def cassandra_decommission_check(context, ssh, leaver_name):
     """The ring as a surviving node sees it, and the survivors' free space, checked by
-    cassandra_ops.check_decommission."""
-    nodes = hosts_with(context["hosts"], "cassandra")
+    cassandra_ops.check_decommission (one SSH session per survivor)."""
     leaver = _host(context, leaver_name)
-    observer = [h for h in nodes if h["name"] != leaver_name][0]
-    with session(observer, ssh) as connection:
-        ring = cassandra_ops.ring(connection, render_host(context, observer["name"]))
-    free = {}
-    for node in nodes:
-        if node["name"] != leaver_name:
-            with session(node, ssh) as connection:
-                free[node["private_address"]] = cassandra_ops.free_bytes(connection)
-    return cassandra_ops.check_decommission(leaver["private_address"], ring, free)
+    ring, free = None, {}
+    for node in _survivors(context, leaver_name):
+        with session(node, ssh) as connection:
+            if ring is None:
+                ring = cassandra_ops.ring(connection, render_host(context, node["name"]))
+            free[node["private_address"]] = cassandra_ops.free_bytes(connection)
+    return cassandra_ops.check_decommission(leaver["private_address"], ring or [], free)
 
 
 def cassandra_cleanup(context, ssh, name, progress=_noop):
@@ -180,7 +182,7 @@ def cassandra_cleanup(context, ssh, name, progress=_noop):
 def cassandra_decommission(context, ssh, name, progress=_noop):
     """Decommission one node and wait until a surviving node's ring no longer lists it."""
     leaver = _host(context, name)
-    observer = [h for h in hosts_with(context["hosts"], "cassandra") if h["name"] != name][0]
+    observer = _survivors(context, name)[0]
     progress("%s: nodetool decommission (streams its data to the others)" % name)
     with session(leaver, ssh) as connection, session(observer, ssh) as watcher:
         cassandra_ops.decommission(connection, render_host(context, name), watcher,
