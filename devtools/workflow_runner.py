@@ -16,9 +16,11 @@ The loop follows st2common/services/workflows.py: inspect the definition, reques
 tasks, mark every action of them running (one TaskItemActionExecutionEvent per with-items
 item), start them, and feed each completion back with update_task_state(). The conductor itself
 decides retries, transitions, joins, engine commands (fail, noop, continue) and with-items
-concurrency (it hands out only as many items as the concurrency leaves free). Unlike StackStorm
-everything lives in this process: action executions run in a thread pool, so tasks that are
-ready together, and the items of a with-items task, run at the same time.
+concurrency (it hands out only as many items as the concurrency leaves free). An execution
+that timed out ("timeout") fails its task there, as in st2, but orquesta logs no error entry
+for it. Unlike StackStorm the engine lives in this process: action executions start from a
+thread pool (local_runner's executor runs each python action in a process of its own), so
+tasks that are ready together, and the items of a with-items task, run at the same time.
 """
 
 import collections
@@ -132,7 +134,9 @@ def load_action_metadata(ref, pack_root=PACK_ROOT):
 
 def action_input(meta, given):
     """The parameters st2 hands an action: each declared one, given or its default or None.
-    ValueError for a missing required or an unexpected parameter (st2 refuses the request)."""
+    ValueError for a missing required or an unexpected parameter, local_runner.RunnerError for
+    any other value st2's request validation refuses (type, enum, immutable: the same check as
+    for a python action, st2common/services/action.py create_request)."""
     params = {n: s or {} for n, s in (meta.get("parameters") or {}).items()}
     values = {n: given[n] if given.get(n) is not None else copy.deepcopy(s.get("default"))
               for n, s in params.items()}
@@ -145,7 +149,15 @@ def action_input(meta, given):
     if unexpected:
         raise ValueError('Action "%s" has unexpected input(s): %s.'
                          % (meta.get("name"), ", ".join(unexpected)))
+    # Imported here: local_runner imports this module to run workflows.
+    import local_runner  # pylint: disable=import-outside-toplevel
+    values, _ = local_runner.prepare_parameters(meta, given)
     return values
+
+
+def _execution_id():
+    """An id shaped like st2's (a MongoDB ObjectId: 24 hex digits)."""
+    return uuid.uuid4().hex[:24]
 
 
 def _inspect(spec, context, pack_root):
@@ -214,6 +226,7 @@ class _TaskExecution(object):
     """One run of a task (st2's TaskExecutionDB): collects the results of its items."""
 
     def __init__(self, items_count):
+        self.id = _execution_id()
         self.items = [None] * (items_count or 0)
         self.done = False
 
@@ -251,6 +264,12 @@ class _WorkflowRun(object):
         with _ORQUESTA_LOCK:
             if conductor.get_workflow_status() not in statuses.COMPLETED_STATUSES:  # bad input
                 conductor.request_workflow_status(statuses.REQUESTED)
+                # st2's workflows.request(): the id of the workflow execution record, put in the
+                # context once the record exists (after inputs and vars were rendered), and in
+                # the initial context every task starts from.
+                wf_ex_id = _execution_id()
+                self.context["st2"]["workflow_execution_id"] = wf_ex_id
+                conductor.workflow_state.contexts[0]["st2"]["workflow_execution_id"] = wf_ex_id
                 conductor.request_workflow_status(statuses.RUNNING)
         inflight = {}
         with concurrent.futures.ThreadPoolExecutor(self.max_workers) as pool:
@@ -335,7 +354,11 @@ class _WorkflowRun(object):
             meta = load_action_metadata(dispatch.action_ref, self.pack_root)
             if meta is not None and meta.get("runner_type") == "orquesta":
                 inputs = action_input(meta, dispatch.input)  # refused: the request fails
+                # st2's request_action_execution(): the subworkflow's execution context.
                 parent = {"execution_id": self.context["st2"]["action_execution_id"],
+                          "workflow_execution_id": self.context["st2"]["workflow_execution_id"],
+                          "task_execution_id": dispatch.execution.id,
+                          "task_name": dispatch.task_id,
                           "task_id": dispatch.task_id, "task_route": dispatch.route}
                 if dispatch.item_id is not None:
                     parent["item_id"] = dispatch.item_id
@@ -383,7 +406,7 @@ def _run(workflow, inputs, execute, pack_root, progress, max_workers, clock_star
          parent=None):
     pack = load_pack_ref(pack_root)
     ref, inputs = None, dict(inputs or {})
-    context = {"st2": {"action_execution_id": uuid.uuid4().hex[:24], "api_url": ST2_API_URL,
+    context = {"st2": {"action_execution_id": _execution_id(), "api_url": ST2_API_URL,
                        "user": ST2_USER, "pack": pack, "action": None, "runner": "orquesta"},
                "parent": {"user": ST2_USER, "pack": pack}}
     if parent:  # what st2 puts in the context of a subworkflow's execution

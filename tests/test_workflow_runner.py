@@ -393,6 +393,114 @@ def test_a_nested_workflow_runs_recursively(pack):
     assert {ref for ref, _ in execute.calls} == {"dialog.step"}  # not given to execute()
 
 
+PICKY = {
+    "picky": ("{n: {type: integer, required: true}, "
+              "size: {type: string, enum: [small, large], default: small}}", """
+version: 1.0
+input: [n, size]
+tasks:
+  work:
+    action: dialog.step name="work" value=<% ctx(n) %>
+output:
+  - size: <% ctx(size) %>
+"""),
+    "calls_picky": ("{n: {default: 1}, size: {default: small}}", """
+version: 1.0
+input: [n, size]
+tasks:
+  call:
+    action: dialog.picky
+    input:
+      n: <% ctx(n) %>
+      size: <% ctx(size) %>
+    next:
+      - publish: size=<% result().output.size %>
+output:
+  - size: <% ctx(size) %>
+"""),
+}
+
+
+def add_workflows(pack, workflows):
+    for name, (parameters, definition) in workflows.items():
+        (pack / "workflows" / ("%s.yaml" % name)).write_text(definition)
+        (pack / "actions" / ("%s.yaml" % name)).write_text(ORQUESTA_ACTION.format(
+            name=name, parameters=parameters))
+
+
+@pytest.mark.parametrize("inputs, field", [
+    ({"n": "two"}, '"n": \'two\' is not of type \'integer\''),
+    ({"n": 2.5}, '"n": 2.5 is not of type \'integer\''),
+    ({"n": 2, "size": "huge"}, '"size": \'huge\' is not one of [\'small\', \'large\']'),
+])
+def test_a_nested_workflows_input_is_type_and_enum_checked(pack, inputs, field):
+    """st2 validates a subworkflow's input like any execution request (create_request), so a
+    bad type or enum value fails the calling task before the subworkflow starts."""
+    add_workflows(pack, PICKY)
+    execute = Canned()
+    result = run(pack, "dialog.calls_picky", execute, inputs)
+    assert result.status == "failed" and execute.calls == []
+    [error] = [e for e in result.errors if e.get("task_id")]  # the other: output unrendered
+    assert error["task_id"] == "call" and field in error["message"], error
+    assert [(e.task_id, e.status) for e in result.trace] == [("call", "failed")]
+    good = run(pack, "dialog.calls_picky", execute, {"n": 2, "size": "large"})
+    assert good.succeeded and good.output == {"size": "large"}, good.errors
+
+
+ST2_CTX = {
+    "probe": ("{}", """
+version: 1.0
+tasks:
+  look:
+    action: dialog.step
+    input:
+      name: look
+      value: <% ctx(st2).workflow_execution_id %>
+  nested:
+    action: dialog.probe_inner
+    next:
+      - publish: inner=<% result().output %>
+output:
+  - st2: <% ctx(st2) %>
+  - inner: <% ctx(inner) %>
+"""),
+    "probe_inner": ("{}", """
+version: 1.0
+tasks:
+  nothing:
+    next:
+      - do: noop
+output:
+  - st2: <% ctx(st2) %>
+  - parent: <% ctx(parent) %>
+"""),
+}
+
+
+def test_ctx_st2_carries_the_workflow_execution_id_like_st2(pack):
+    """st2 (orquesta runner + workflows.request()) sets ctx().st2 to these keys, the last one
+    once the workflow execution record exists, before any task runs."""
+    add_workflows(pack, ST2_CTX)
+    execute = Canned(respond=lambda params: (True, {"result": None}))
+    result = run(pack, "dialog.probe", execute)
+    assert result.succeeded, result.errors
+    st2 = result.output["st2"]
+    assert set(st2) == {"action_execution_id", "api_url", "user", "pack", "action", "runner",
+                        "workflow_execution_id"}
+    assert (st2["action"], st2["runner"], st2["pack"]) == ("dialog.probe", "orquesta", "dialog")
+    assert re.match(r"^[0-9a-f]{24}$", st2["workflow_execution_id"])
+    assert st2["workflow_execution_id"] != st2["action_execution_id"]
+    [(_, params)] = [c for c in execute.calls if c[0] == "dialog.step"]
+    assert params["value"] == st2["workflow_execution_id"]  # tasks see it
+    inner = result.output["inner"]
+    assert inner["st2"]["workflow_execution_id"] not in (None, st2["workflow_execution_id"])
+    # A subworkflow's execution context names the workflow execution that requested it.
+    orquesta = inner["parent"]["orquesta"]
+    assert orquesta["workflow_execution_id"] == st2["workflow_execution_id"]
+    assert (orquesta["task_id"], orquesta["task_name"]) == ("nested", "nested")
+    assert re.match(r"^[0-9a-f]{24}$", orquesta["task_execution_id"])
+
+
 def test_an_execute_exception_fails_the_workflow_at_once(pack):
     def respond(params):
         raise LookupError("no canned result for %s" % params["name"])

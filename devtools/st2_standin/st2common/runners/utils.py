@@ -9,6 +9,9 @@ import os
 
 __all__ = ["PackConfigDict", "get_logger_for_python_runner_action", "get_action_class_instance"]
 
+# st2common.log.getLogger's prefix.
+ST2_LOGGER_PREFIX = "st2."
+
 # Default of cfg.CONF.system.base_path in StackStorm.
 SYSTEM_BASE_PATH = "/opt/stackstorm"
 
@@ -39,12 +42,13 @@ class PackConfigDict(dict):
 
 
 def get_logger_for_python_runner_action(action_name, log_level="debug"):
-    """Logger "actions.python.<action_name>" logging to stderr at the given level."""
+    """Logger "st2.actions.python.<action_name>" logging to stderr at the given level."""
     logger_name = "actions.python.%s" % (action_name)
 
     if logger_name not in LOGGERS:
         level = getattr(logging, log_level.upper(), logging.DEBUG)
-        logger = logging.getLogger(logger_name)
+        # st2 asks st2common.log.getLogger, which puts every logger under "st2.".
+        logger = logging.getLogger(ST2_LOGGER_PREFIX + logger_name)
         console = logging.StreamHandler()
         console.setLevel(level)
         console.setFormatter(logging.Formatter("%(name)-12s: %(levelname)-8s %(message)s"))

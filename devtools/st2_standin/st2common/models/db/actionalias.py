@@ -24,9 +24,11 @@ class ActionAliasDB(object):
         formats: Alias format strings.
     """
 
+    # A keyword st2's document does not have is refused (mongoengine's FieldDoesNotExist), and
+    # "ref" is recomputed from pack and name whatever the caller passes, as st2's __init__ does.
     def __init__(self, name, pack, action_ref, formats=None, description=None, enabled=True,
                  ack=None, result=None, extra=None, immutable_parameters=None,
-                 metadata_file=None, **_):
+                 metadata_file=None, ref=None):
         self.name = name
         self.pack = pack
         self.ref = PACK_SEPARATOR.join([pack, name])

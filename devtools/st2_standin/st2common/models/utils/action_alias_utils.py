@@ -5,13 +5,24 @@ Used only when StackStorm is not installed; it must not grow features StackStorm
 The parser and the extraction functions are copied from StackStorm
 (st2common/st2common/models/utils/action_alias_utils.py; Copyright 2020 The StackStorm Authors,
 Copyright 2019 Extreme Networks, Inc.; Apache License 2.0), unchanged but for the imports, so
-that alias formats match here exactly as they match in st2api. inject_immutable_parameters is
-left out: it renders values against the datastore.
+that alias formats match here exactly as they match in st2api.
+
+inject_immutable_parameters is st2's too: st2api's alias execution controller
+(st2api/st2api/controllers/v1/aliasexecution.py) calls it after the extraction, so the values
+are rendered with the chat user and channel and typing one of them is refused. Two things
+differ, both stricter: the stand-in has no datastore, so a template that reads st2kv.system or
+st2kv.user raises DatastoreUnavailableError instead of reading MongoDB; and the values are
+rendered as st2common.util.jinja.render_values renders them but without st2's own Jinja filters
+(to_json_string, regex_replace, ...), so a template that uses one fails here.
 """
 
+import json
 import logging
 import re
 import sys
+
+import jinja2
+import jinja2.sandbox
 
 if sys.version_info >= (3, 11):
     from re._parser import (  # pylint: disable=E0611
@@ -42,6 +53,7 @@ __all__ = [
     "ActionAliasFormatParser",
     "extract_parameters_for_action_alias_db",
     "extract_parameters",
+    "inject_immutable_parameters",
     "search_regex_tokens",
 ]
 
@@ -49,6 +61,17 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 SUBPATTERN_INDEX = 3
+
+# st2common.constants.keyvalue
+DATASTORE_PARENT_SCOPE = "st2kv"
+SYSTEM_SCOPE = "system"
+USER_SCOPE = "user"
+FULL_SYSTEM_SCOPE = "st2kv.system"
+FULL_USER_SCOPE = "st2kv.user"
+
+
+class DatastoreUnavailableError(RuntimeError):
+    """A template read the datastore, which the stand-in does not have."""
 
 
 class ActionAliasFormatParser(object):
@@ -226,6 +249,122 @@ def extract_parameters(format_str, param_stream, match_multiple=False):
         return parser.get_multiple_extracted_param_value()
     else:
         return parser.get_extracted_param_value()
+
+
+def inject_immutable_parameters(
+    action_alias_db, multiple_execution_parameters, action_context
+):
+    """
+    Inject immutable parameters from the alias definiton on the execution parameters.
+    Jinja expressions will be resolved.
+    """
+    immutable_parameters = action_alias_db.immutable_parameters or {}
+    if not immutable_parameters:
+        return multiple_execution_parameters
+
+    user = action_context.get("user", None)
+
+    context = {}
+    context.update(
+        {
+            DATASTORE_PARENT_SCOPE: {
+                SYSTEM_SCOPE: _DatastoreLookup(scope=FULL_SYSTEM_SCOPE),
+                USER_SCOPE: _DatastoreLookup(scope=FULL_USER_SCOPE, user=user),
+            }
+        }
+    )
+    context.update(action_context)
+    rendered_params = _render_values(immutable_parameters, context)
+
+    for exec_params in multiple_execution_parameters:
+        overriden = [
+            param for param in immutable_parameters.keys() if param in exec_params
+        ]
+        if overriden:
+            raise ValueError(
+                "Immutable arguments cannot be overriden: {}".format(
+                    ",".join(overriden)
+                )
+            )
+
+        exec_params.update(rendered_params)
+
+    return multiple_execution_parameters
+
+
+class _DatastoreLookup(object):
+    """Where st2 puts st2common.services.keyvalues.KeyValueLookup / UserKeyValueLookup."""
+
+    def __init__(self, scope, user=None):
+        self._scope = scope
+        self._user = user
+
+    def __getattr__(self, name):
+        # Python's own protocols (copy, hasattr of dunders) must still see a plain object.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise DatastoreUnavailableError(
+            'The template reads "%s.%s": the StackStorm stand-in has no datastore to read it '
+            "from." % (self._scope, name)
+        )
+
+    def __getitem__(self, name):
+        return self.__getattr__(name)
+
+
+def _render_values(mapping=None, context=None, allow_undefined=False):
+    """st2common.util.jinja.render_values (see the module docstring)."""
+    if not context or not mapping:
+        return mapping
+
+    # Add in special __context variable that provides an easy way to get access to entire
+    # context. This mean __context is a reserve key word although backwards compat is preserved
+    # by making sure that real context is updated later and therefore will override the
+    # __context value.
+    super_context = {}
+    super_context["__context"] = context
+    super_context.update(context)
+
+    env = _get_jinja_environment(allow_undefined=allow_undefined)
+    rendered_mapping = {}
+    for k, v in mapping.items():
+        # jinja2 works with string so transform list and dict to strings.
+        reverse_json_dumps = False
+        if isinstance(v, dict) or isinstance(v, list):
+            # st2's json_encode (orjson by default): compact, non-ASCII kept.
+            v = json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            reverse_json_dumps = True
+        elif not isinstance(v, str):
+            # Other types (e.g. boolean, etc.)
+            v = str(v)
+
+        try:
+            rendered_v = env.from_string(v).render(super_context)
+        except Exception as e:
+            # Attach key and value which failed the rendering
+            e.key = k
+            e.value = v
+            raise e
+
+        # no change therefore no templatization so pick params from original to retain
+        # original type
+        if rendered_v == v:
+            rendered_mapping[k] = mapping[k]
+            continue
+        if reverse_json_dumps:
+            rendered_v = json.loads(rendered_v)
+        rendered_mapping[k] = rendered_v
+    return rendered_mapping
+
+
+def _get_jinja_environment(allow_undefined=False, trim_blocks=True, lstrip_blocks=True):
+    """st2common.util.jinja.get_jinja_environment, without st2's custom filters."""
+    undefined = jinja2.Undefined if allow_undefined else jinja2.StrictUndefined
+    env = jinja2.sandbox.SandboxedEnvironment(  # nosec: the sandbox st2 renders in
+        undefined=undefined, trim_blocks=trim_blocks, lstrip_blocks=lstrip_blocks
+    )
+    env.tests["in"] = lambda item, list: item in list
+    return env
 
 
 def search_regex_tokens(needle_tokens, haystack_tokens, backwards=False):
