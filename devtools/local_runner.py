@@ -5,27 +5,34 @@
     python3 devtools/local_runner.py run dialog.<action> key=value ... [--config FILE]
 
 Parameters are cast like the st2 CLI casts them, validated like the st2 API validates them
-(problems are reported before the action runs: exit code 2), then the action class is loaded and
-run in this process with the pack config and a local datastore. Exit code 0 means succeeded,
-1 failed. python-script actions run directly; orquesta workflows run with workflow_runner.py
-(needs orquesta), their python actions in threads of this process, with one config and datastore.
+(problems are reported before the action runs: exit code 2), then the action runs with the pack
+config and a local datastore. Exit code 0 means succeeded, 1 failed or timed out. A python-script
+action runs as StackStorm's python runner runs it: in a fresh interpreter of its own
+(action_process.py) with st2's sys.path, killed when its `timeout` runs out, its datastore
+calls answered by this process. Orquesta workflows run with workflow_runner.py (needs
+orquesta), each of their python actions that way, all with one config and datastore.
 """
 
 import argparse
 import ast
 import copy
 import glob
-import hashlib
-import importlib.util
-import inspect
-import io
+import importlib
 import json
 import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
 import sys
+import sysconfig
 import textwrap
 import threading
+import time
 import traceback
 import types
+import uuid
 
 import jsonschema
 import yaml
@@ -55,20 +62,34 @@ class RunnerError(Exception):
 
 
 def _validator():
-    # st2's CustomValidator: draft 4, but draft 3 "properties" so that `required: true` sits on
-    # each property, and no draft 4 "required" keyword.
-    validators = dict(jsonschema.Draft4Validator.VALIDATORS)
-    validators["properties"] = jsonschema.Draft3Validator.VALIDATORS["properties"]
-    validators.pop("required", None)
-    return jsonschema.validators.create(
-        meta_schema=jsonschema.Draft4Validator.META_SCHEMA, validators=validators,
-        type_checker=jsonschema.Draft4Validator.TYPE_CHECKER)
+    """st2common.util.schema: StackStorm's own where st2common imports, else the stand-in's
+    port of it (CustomValidator, validate() with use_default and allow_default_none)."""
+    _action_base_class()  # puts the stand-in on sys.path when st2common does not import
+    from st2common.util import schema as util_schema  # pylint: disable=import-outside-toplevel
+    return util_schema
 
 
 def _schema_errors(instance, properties, additional):
-    schema = {"type": "object", "additionalProperties": additional,
-              "properties": {k: v or SCHEMA_ANY_TYPE for k, v in properties.items()}}
-    errors = sorted(_validator()(schema).iter_errors(instance), key=lambda e: list(e.path))
+    """What st2 finds validating `instance` against the parameters `properties` (the request
+    check of st2common/services/action.py: util_schema.validate(params, schema, CustomValidator,
+    use_default=True, allow_default_none=True)), one message per problem, naming the field
+    (st2 stops at the first). A schema st2 refuses (SchemaError) refuses every request."""
+    util_schema = _validator()
+    schema = util_schema.get_schema_for_resource_parameters(
+        parameters_schema=properties, allow_additional_properties=additional)
+    try:
+        util_schema.validate(instance, schema, cls=util_schema.CustomValidator,
+                             use_default=True, allow_default_none=True)
+        return []
+    except jsonschema.SchemaError as e:
+        return ["the parameters' schema is not one StackStorm accepts: %s" % e.message]
+    except jsonschema.ValidationError:
+        pass
+    # The same schema and defaulted instance validate() checked, to list every error.
+    schema = util_schema.modify_schema_allow_default_none(schema=schema)
+    instance = util_schema.assign_default_values(instance=instance, schema=schema)
+    errors = sorted(util_schema.CustomValidator(schema).iter_errors(instance),
+                    key=lambda e: [str(p) for p in e.path])
     return [e.message if e.validator in ("required", "additionalProperties") or not e.path
             else '"%s": %s' % (".".join(str(p) for p in e.path), e.message) for e in errors]
 
@@ -170,35 +191,15 @@ def cast_cli_parameters(args, schemas):
     return result
 
 
-def allow_default_none(schemas):
-    """st2's modify_schema_allow_default_none (st2common/util/schema): an optional parameter
-    whose default is absent or null also accepts null, as Orquesta passes it for an unset
-    workflow input. Top level only, as the pack's parameters need. An enum still refuses null,
-    as in st2: a workflow must leave such a parameter out rather than pass null."""
-    schemas = {n: copy.deepcopy(s or SCHEMA_ANY_TYPE) for n, s in schemas.items()}
-    for schema in schemas.values():
-        if schema.get("required") or schema.get("default") is not None:
-            continue
-        for key in ("anyOf", "oneOf"):
-            if isinstance(schema.get(key), list):
-                if {"type": "null"} not in schema[key]:
-                    schema[key].append({"type": "null"})
-                break
-        else:
-            kind = schema.get("type", "string")
-            kinds = kind if isinstance(kind, list) else [kind]
-            if "null" not in kinds:
-                schema["type"] = kinds + ["null"]
-    return schemas
-
-
 def prepare_parameters(meta, params):
     """Validate typed parameters and apply defaults; return (action_params, runner_params)."""
     schemas, given, params = parameter_schemas(meta), list(params), dict(params)
     for name, schema in schemas.items():
         if params.get(name) is None and schema.get("default") is not None:
             params[name] = copy.deepcopy(schema["default"])
-    errors = _schema_errors(params, allow_default_none(schemas), additional=False)
+    # allow_default_none: an optional parameter also accepts null, as Orquesta passes it for
+    # an unset workflow input; an enum still refuses null (a workflow must leave it out).
+    errors = _schema_errors(params, schemas, additional=False)
     if errors:
         raise RunnerError("Invalid parameters for %s:\n  %s" % (meta["name"], "\n  ".join(errors)))
     immutable = [n for n in given if schemas[n].get("immutable")]
@@ -214,58 +215,169 @@ def prepare_parameters(meta, params):
             {n: params.get(n) for n in runner if params.get(n) is not None})
 
 
-def _assign_config_defaults(properties, config):
-    for key, schema in properties.items():
-        if "default" in schema and key not in config:
-            config[key] = copy.deepcopy(schema["default"])
-        if schema.get("type") == "object" and schema.get("properties"):
-            if not config.get(key):
-                config[key] = {}
-            if isinstance(config[key], dict):
-                _assign_config_defaults(schema["properties"], config[key])
-    return config
+def _devtools_module(name):
+    """A module of devtools/ (st2_crypto, st2_config_loader), wherever this file runs from."""
+    if DEVTOOLS_DIR not in sys.path:
+        sys.path.append(DEVTOOLS_DIR)
+    return importlib.import_module(name)
 
 
-def load_config(pack_root=PACK_ROOT, config_path=None):
-    """Pack config from config_path, else <pack ref>.yaml at the pack root, else {}; validated
-    against config.schema.yaml (only when a config file exists, as st2 validates on register)
-    and completed with the schema's defaults."""
+def load_config(pack_root=PACK_ROOT, config_path=None, datastore=None, user=None):
+    """The pack config as StackStorm hands it to a python action or sensor. From config_path,
+    else <pack ref>.yaml at the pack root (st2's /opt/stackstorm/configs/<pack>.yaml), else
+    none. A config file is first validated against config.schema.yaml as
+    `st2ctl reload --register-configs` validates it (RunnerError where st2 would not register
+    it), then loaded like ContentPackConfigLoader (devtools/st2_config_loader.py) for `user`:
+    st2kv expressions rendered from `datastore` (an empty MemoryDatastore when None), every
+    `secret: true` field decrypted, the schema's defaults filled in. A failure to render or
+    decrypt raises st2's own error, which fails the execution in st2."""
+    _action_base_class()  # the loader validates with st2common.util.schema (or the stand-in's)
+    loader = _devtools_module("st2_config_loader")
     pack = load_pack_ref(pack_root)
     if config_path and not os.path.exists(config_path):
         raise RunnerError("Config file %s does not exist" % config_path)
     config_path = config_path or os.path.join(pack_root, "%s.yaml" % pack)
     schema_path = os.path.join(pack_root, "config.schema.yaml")
-    config, properties = {}, {}
+    schema, values = {}, {}
     if os.path.isfile(schema_path):
         with open(schema_path) as fp:
-            properties = yaml.safe_load(fp) or {}
+            schema = yaml.safe_load(fp) or {}
     if os.path.exists(config_path):
         with open(config_path) as fp:
-            config = yaml.safe_load(fp) or {}
-        if not isinstance(config, dict):
+            values = yaml.safe_load(fp)
+        values = {} if values is None else values  # ConfigAPI's default for no values
+        if not isinstance(values, dict):
             raise RunnerError("Pack config %s must be a mapping" % config_path)
-        config = _assign_config_defaults(properties, config)
-        errors = _schema_errors(config, properties, additional=True)
-        if errors:
+        try:
+            # st2 stores the values as written: validation only decides whether they register,
+            # and only a pack with a config schema has its config validated.
+            if os.path.isfile(schema_path):
+                loader.validate_config_against_schema(schema, values, config_path, pack)
+        except loader.ConfigValidationError as e:
             raise RunnerError('Failed validating config for pack "%s" (%s):\n  %s'
-                              % (pack, config_path, "\n  ".join(errors)))
-    return _assign_config_defaults(properties, config)
+                              % (pack, config_path, "\n  ".join(e.errors)))
+        except jsonschema.SchemaError as e:
+            raise RunnerError("config.schema.yaml is not a schema StackStorm accepts: %s"
+                              % e.message)
+    store = datastore if datastore is not None else MemoryDatastore()
+    return loader.ContentPackConfigLoader(pack, schema, values, store, user).get_config()
 
 
 class MemoryDatastore(object):
-    """Key-value items by full key name, kept in memory. Seam for a file-backed store: pass
-    loaded items and override save(), which is called after every change."""
+    """StackStorm's datastore in memory. Items are kept by scope and name as st2's database keeps
+    them: an encrypted value as st2's hex ciphertext (AES-256-CBC and HMAC-SHA1 under this
+    datastore's crypto_key, devtools/st2_crypto.py), and an item set with a TTL is gone once it
+    expires (clock() seconds). `items` and `encrypted` hold the system scope, `user_items` and
+    `user_encrypted` the user scope ("<user>:<name>"). Seam for a file-backed store: pass loaded
+    items with the key they were encrypted with, and override save(), called after every
+    change. set/get/delete are what `st2 key set/get/delete` do."""
 
-    def __init__(self, items=None, encrypted=()):
-        self.items = dict(items or {})
-        self.encrypted = set(encrypted)  # keys set with encrypt=True
+    SCOPES = {"system": "st2kv.system", "st2kv.system": "st2kv.system",
+              "user": "st2kv.user", "st2kv.user": "st2kv.user"}
+
+    def __init__(self, items=None, encrypted=(), crypto_key=None, clock=None):
+        self._crypto = _devtools_module("st2_crypto")
+        self.crypto_key = crypto_key or self._crypto.AESKey.generate()
+        self.clock = clock or time.time
+        self.items, self.encrypted = dict(items or {}), set(encrypted)
+        self.user_items, self.user_encrypted = {}, set()
+        self.expires = {}  # (full scope, name): clock() time the item expires at
+        # A workflow's actions share the datastore from several threads, as st2's API serves
+        # concurrent executions.
+        self._lock = threading.RLock()
 
     def save(self):
         pass
 
+    def _table(self, scope):
+        if scope not in self.SCOPES:
+            raise ValueError('Scope "%s" is not valid. Allowed scopes are %s.'
+                             % (scope, sorted(self.SCOPES)))
+        if self.SCOPES[scope] == "st2kv.system":
+            return self.SCOPES[scope], self.items, self.encrypted
+        return self.SCOPES[scope], self.user_items, self.user_encrypted
+
+    def _name(self, scope, name, user):
+        if self.SCOPES.get(scope) == "st2kv.user":
+            if not user:
+                raise ValueError("A valid user must be specified for user key ref.")
+            return "%s:%s" % (user, name)
+        return name
+
+    def expire(self):
+        """Drop every item whose TTL has run out (st2's database does it on its own)."""
+        with self._lock:
+            now = self.clock()
+            gone = [key for key, deadline in self.expires.items() if deadline <= now]
+            for scope, name in gone:
+                _, table, encrypted = self._table(scope)
+                table.pop(name, None)
+                encrypted.discard(name)
+                del self.expires[(scope, name)]
+            if gone:
+                self.save()
+
+    def set(self, name, value, ttl=None, encrypt=False, scope="system", user=None):
+        # The API refuses what its KeyValuePairSetAPI schema does not allow.
+        if not isinstance(value, str):
+            raise ValueError("%r is not of type 'string'" % (value,))
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
+            raise ValueError("%r is not of type 'integer'" % (ttl,))
+        full, table, encrypted = self._table(scope)
+        name = self._name(scope, name, user)
+        with self._lock:
+            self.expire()
+            if encrypt:
+                table[name] = self._crypto.symmetric_encrypt(self.crypto_key, value).decode()
+                encrypted.add(name)
+            else:
+                table[name] = value
+                encrypted.discard(name)
+            if ttl:
+                self.expires[(full, name)] = self.clock() + ttl
+            else:
+                self.expires.pop((full, name), None)
+            self.save()
+        return True
+
+    def get(self, name, decrypt=False, scope="system", user=None):
+        """The value; a secret's ciphertext unless decrypt (a plain value either way)."""
+        _, table, encrypted = self._table(scope)
+        name = self._name(scope, name, user)
+        with self._lock:
+            self.expire()
+            value, secret = table.get(name), name in encrypted
+        if value is not None and decrypt and secret:
+            return self.decrypt(value)
+        return value
+
+    def delete(self, name, scope="system", user=None):
+        full, table, encrypted = self._table(scope)
+        name = self._name(scope, name, user)
+        with self._lock:
+            self.expire()
+            found = table.pop(name, None) is not None
+            encrypted.discard(name)
+            self.expires.pop((full, name), None)
+            self.save()
+        return found
+
+    def lookup(self, scope, name):
+        """The stored value of a full name ("<user>:<name>" in user scope), as the config
+        loader's st2kv lookups read it: ciphertext for a secret, None when absent."""
+        _, table, _ = self._table(scope)
+        with self._lock:
+            self.expire()
+            return table.get(name)
+
+    def decrypt(self, ciphertext):
+        """decrypt_kv: st2's errors for what is not ciphertext of this datastore's key."""
+        return self._crypto.symmetric_decrypt(self.crypto_key, ciphertext)
+
 
 class LocalActionService(object):
-    """What st2's ActionService offers an action: datastore access local to pack and class."""
+    """What st2's ActionService offers an action: datastore access local to pack and class,
+    through the datastore API's rules (st2common/services/datastore.py)."""
 
     def __init__(self, pack, class_name, datastore, log_level="debug"):
         self._action_wrapper = types.SimpleNamespace(
@@ -283,33 +395,27 @@ class LocalActionService(object):
         return self._prefix + name if local else name
 
     def list_values(self, local=True, prefix=None, limit=None, offset=None):
+        # st2 pages with [api] max_page_size (100) when no limit is given.
         start = (self._prefix if local else "") + (prefix or "")
-        return [types.SimpleNamespace(id=k, name=k, value=v)
-                for k, v in sorted(self._store.items.items()) if k.startswith(start)]
+        self._store.expire()
+        items, encrypted = dict(self._store.items), set(self._store.encrypted)
+        names = [k for k in sorted(items) if k.startswith(start)]
+        names = names[offset or 0:(offset or 0) + (limit or 100)]
+        return [types.SimpleNamespace(id=k, name=k, value=items[k], secret=k in encrypted,
+                                      encrypted=k in encrypted, scope="st2kv.system")
+                for k in names]
 
     def get_value(self, name, local=True, scope="system", decrypt=False):
-        key = self._key(name, local, scope)
-        value = self._store.items.get(key)
-        if value is not None and key in self._store.encrypted and not decrypt:
-            # st2 hands out the ciphertext (hex) unless asked to decrypt; so does this stand-in.
-            return hashlib.sha256(value.encode()).hexdigest().upper()
-        return value
+        # Without decrypt, st2 hands out a secret's ciphertext.
+        return self._store.get(self._key(name, local, scope), decrypt=decrypt)
 
     def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
-        key = self._key(name, local, scope)
-        self._store.items[key] = str(value)  # the st2 API keeps strings
-        if encrypt:
-            self._store.encrypted.add(key)
-        else:
-            self._store.encrypted.discard(key)
-        self._store.save()
-        return True
+        # The API keeps strings; it refuses a ttl that is not an integer.
+        return self._store.set(self._key(name, local, scope), str(value), ttl=ttl or None,
+                               encrypt=encrypt)
 
     def delete_value(self, name, local=True, scope="system"):
-        found = self._store.items.pop(self._key(name, local, scope), None) is not None
-        self._store.encrypted.discard(self._key(name, local, scope))
-        self._store.save()
-        return found
+        return self._store.delete(self._key(name, local, scope))
 
 
 def _action_base_class():
@@ -324,106 +430,389 @@ def _action_base_class():
     return Action
 
 
-def execute(meta, action_params, config=None, pack_root=PACK_ROOT, datastore=None,
-            log_level="debug"):
-    """Load and run the action like python_action_wrapper; return (succeeded, result)."""
+# Constants of StackStorm's python runner process protocol: devtools/action_process.py (the
+# child, after st2's python_action_wrapper.py) prints its result between the delimiters.
+ACTION_PROCESS = os.path.join(DEVTOOLS_DIR, "action_process.py")
+# st2common/util/green/shell.py: the exit code st2 reports for an action it killed.
+TIMEOUT_EXIT_CODE = -9
+# python_runner.py: what the `env` runner parameter may not set.
+BLACKLISTED_ENV_VARS = ("pythonpath",)
+# Seconds an exited action's pipes may stay open (held by a process it left behind) before its
+# output counts as complete. StackStorm would wait for that process to exit.
+ORPHAN_PIPE_GRACE = 2.0
+# MemoryDatastore was written for one caller at a time; action processes ask concurrently.
+_DATASTORE_LOCK = threading.Lock()
+# Action processes running now. Each has a process group of its own, which the terminal's
+# Ctrl-C does not reach: _interrupt() kills them.
+_RUNNING, _RUNNING_LOCK = set(), threading.Lock()
+
+
+class Execution(tuple):
+    """execute()'s (succeeded, result), with StackStorm's view of the same execution:
+    .status ("succeeded", "failed" or "timeout") and .output, the python runner's result
+    ({"result", "stdout", "stderr", "exit_code"}, plus "error" when it timed out; or the action
+    runner's {"error", "traceback"} when the runner itself failed). .traceback_shown: the
+    result's traceback already went to stderr while the action ran."""
+
+    def __new__(cls, status, output, result, traceback_shown=False):
+        self = super(Execution, cls).__new__(cls, (status == "succeeded", result))
+        self.status, self.output, self.traceback_shown = status, output, traceback_shown
+        return self
+
+
+def _st2_import_root():
+    """The directory st2common is imported from: StackStorm's, or the stand-in's."""
+    _action_base_class()
+    import st2common  # pylint: disable=import-outside-toplevel
+    return os.path.dirname(os.path.dirname(os.path.abspath(st2common.__file__)))
+
+
+def action_environment(pack_root=PACK_ROOT, env=None):
+    """The environment python_runner.py gives an action process. The pack's virtualenv (here
+    the one running this) comes first on PATH; PYTHONPATH is its lib and site-packages, then
+    actions/lib, then this process's PYTHONPATH, then StackStorm's own packages
+    (st2common.util.sandboxing.get_sandbox_python_path_for_python_action). The `env` runner
+    parameter comes on top, but for PYTHONPATH, and then the ST2_ACTION_* variables."""
+    site_packages = sysconfig.get_path("platlib")
+    python_path = [os.path.dirname(site_packages), site_packages,
+                   os.path.join(os.path.abspath(pack_root), "actions", "lib")]
+    python_path += [p for p in os.environ.get("PYTHONPATH", "").split(":") if p]
+    python_path.append(_st2_import_root())
+    result = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        result["PATH"] = ":".join([os.path.join(sys.prefix, "bin")]
+                                  + [p for p in result.get("PATH", "").split(":") if p])
+    result["PYTHONPATH"] = ":".join(python_path)
+    result.update({k: v for k, v in (env or {}).items()
+                   if k.lower() not in BLACKLISTED_ENV_VARS})
+    result.update(ST2_ACTION_PACK_NAME=load_pack_ref(pack_root),
+                  ST2_ACTION_EXECUTION_ID=uuid.uuid4().hex[:24])
+    return result
+
+
+class _DatastoreServer(object):
+    """The local runner's end of an action process's datastore socket (protocol: see
+    devtools/action_process.py). Requests are answered by LocalActionService, local to the
+    pack and the action's class; `raised` keeps what the action process said it raised."""
+
+    def __init__(self, pack, datastore, log_level):
+        self.pack, self.datastore, self.log_level = pack, datastore, log_level
+        self.services, self.raised, self.pending = {}, None, b""
+
+    def answer(self, line):
+        process = _devtools_module("action_process")
+        try:
+            request = json.loads(line)
+            method, kwargs = request["method"], dict(request.get("kwargs") or {})
+            if method == process.RAISED:
+                self.raised = kwargs
+                return {"result": None}
+            if method not in process.DATASTORE_METHODS:
+                raise ValueError("The datastore has no method %r." % (method,))
+            class_name = kwargs.pop("class_name")
+            if class_name not in self.services:
+                self.services[class_name] = LocalActionService(self.pack, class_name,
+                                                               self.datastore, self.log_level)
+            with _DATASTORE_LOCK:
+                result = getattr(self.services[class_name], method)(**kwargs)
+            if method == "list_values":
+                result = [dict(vars(item)) for item in result]
+            return {"result": result}
+        except Exception as e:  # pylint: disable=broad-except
+            return {"error": {"type": type(e).__name__, "message": str(e)}}
+
+    def feed(self, data, sock):
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            sock.sendall(json.dumps(self.answer(line.decode("utf-8")),
+                                    default=str).encode("utf-8") + b"\n")
+
+
+def _kill_group(proc):
+    # The action runs in a session of its own: SSH clients or shells it started die with it.
     try:
-        entry_point = os.path.join(pack_root, "actions", meta["entry_point"])
-        lib_dir = os.path.join(pack_root, "actions", "lib")
-        if lib_dir not in sys.path:
-            sys.path.insert(0, lib_dir)  # PYTHONPATH of the action process
-        if os.path.dirname(entry_point) not in sys.path:
-            sys.path.append(os.path.dirname(entry_point))  # st2common.util.loader appends it
-        action_base = _action_base_class()
-        module_name = os.path.splitext(os.path.basename(entry_point))[0]
-        spec = importlib.util.spec_from_file_location(module_name, entry_point)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                   if c.__module__ == module.__name__ and issubclass(c, action_base)
-                   and not inspect.isabstract(c)]
-        if len(classes) != 1:
-            raise RuntimeError('File "%s" must define exactly one Action class, found %s (st2 '
-                               'would take the first by name)' % (entry_point, classes))
-        service = LocalActionService(load_pack_ref(pack_root), classes[0].__name__,
-                                     datastore or MemoryDatastore(), log_level)
-        output = classes[0](config=config or {}, action_service=service).run(**action_params)
-    except (Exception, SystemExit) as e:
-        return False, {"error": str(e), "traceback": traceback.format_exc()}
-    status, result = output if isinstance(output, tuple) and len(output) == 2 else (None, output)
-    if status is not None and not isinstance(status, bool):
-        return False, {"error": "Status returned from the action run() method must either be "
-                                "True or False, got: %s" % (status,)}
-    try:
-        json.dumps(result)
-    except (TypeError, ValueError):
-        result = str(result)
-    return status is not False, result
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
-class _ThreadOutput(object):
-    """sys.stdout or sys.stderr while a workflow runs: what a thread writes while it has a
-    buffer goes there (st2 keeps an action's output in its result), the rest passes through."""
+class _Lines(object):
+    """One output stream of an action process: every byte kept, and every complete line but
+    the result's (st2's make_read_and_store_stream_func skips those too) handed to `show`."""
 
-    def __init__(self, stream):
-        self.stream, self.local = stream, threading.local()
+    def __init__(self, show):
+        self.show, self.data, self.partial = show, bytearray(), b""
 
-    def __getattr__(self, name):
-        return getattr(getattr(self.local, "capture", None) or self.stream, name)
+    def feed(self, chunk):
+        self.data += chunk
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        self._show(lines)
+
+    def close(self):
+        partial, self.partial = self.partial, b""
+        self._show([partial] if partial else [])
+
+    def _show(self, lines):
+        delimiter = _devtools_module("action_process").ACTION_OUTPUT_RESULT_DELIMITER
+        for raw in lines if self.show else ():
+            line = raw.decode("utf-8", "replace")
+            if delimiter not in line:
+                self.show(line)
+
+    def text(self):
+        return bytes(self.data).decode("utf-8", "replace")
 
 
-class _EchoBuffer(io.StringIO):
-    """An action's stdout buffer that also hands every complete line to echo(line)."""
+class _ActionProcess(object):
+    """One action process and the ends of its pipes and datastore socket in this process."""
 
-    def __init__(self, echo, stream):
-        super().__init__()
-        self.echo, self.stream, self.pending = echo, stream, ""
+    def __init__(self, args, env, request, server, show_stdout, show_stderr):
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(args + ["--datastore-fd", str(child_sock.fileno())],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=env,
+                                         start_new_session=True,
+                                         pass_fds=(child_sock.fileno(),))
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        self.sock, self.server = parent_sock, server
+        self.stdout, self.stderr = _Lines(show_stdout), _Lines(show_stderr)
+        self.streams = {self.proc.stdout.fileno(): self.stdout,
+                        self.proc.stderr.fileno(): self.stderr}
+        self.to_send = json.dumps(request, default=str).encode("utf-8") + b"\n"
+        self.selector = selectors.DefaultSelector()
+        for fd in self.streams:
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.selector.register(parent_sock, selectors.EVENT_READ)
+        self.selector.register(self.proc.stdin, selectors.EVENT_WRITE)
+        with _RUNNING_LOCK:
+            _RUNNING.add(self.proc)
 
-    def write(self, text):
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        if lines:
-            # echo() prints: let that reach the real stream instead of coming back here.
-            self.stream.local.capture = None
+    def pump(self, timeout, outputs_only=False):
+        """Move what is ready within `timeout` seconds; False when nothing was."""
+        ready = self.selector.select(timeout)
+        for key, _ in ready:
+            # BlockingIOError: a non-blocking end (eventlet patches them) not ready after all.
             try:
-                for line in lines:
-                    self.echo(line)
-            finally:
-                self.stream.local.capture = self
-        return super().write(text)
+                if key.fd in self.streams:
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        self.streams[key.fd].feed(data)
+                    else:
+                        self.selector.unregister(key.fd)
+                        self.streams[key.fd].close()
+                elif outputs_only:
+                    self.selector.unregister(key.fileobj)
+                elif key.fileobj is self.sock:
+                    data = self.sock.recv(65536)
+                    if data:
+                        self.server.feed(data, self.sock)
+                    else:
+                        self.selector.unregister(self.sock)
+                else:
+                    try:
+                        written = os.write(key.fd, self.to_send[:65536])
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # it died before reading its request: stderr says why
+                        written = len(self.to_send)
+                    self.to_send = self.to_send[written:]
+                    if not self.to_send:
+                        self.selector.unregister(self.proc.stdin)
+                        self.proc.stdin.close()
+            except BlockingIOError:
+                continue
+        return bool(ready)
+
+    def open_outputs(self):
+        return any(fd in self.streams for fd in self.selector.get_map())
+
+    def close(self):
+        self.selector.close()
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self.proc)
+        for handle in (self.proc.stdin, self.proc.stdout, self.proc.stderr, self.sock):
+            handle.close()
+        self.stdout.close()
+        self.stderr.close()
+
+
+def _run_process(args, env, request, timeout, server, show_stdout=None, show_stderr=None):
+    """Run one action process to its end or its timeout, like st2's run_command():
+    (exit code, stdout, stderr, timed out), the exit code -9 when it timed out. On timeout the
+    process group is killed. All of it happens in the calling thread, so show_stdout and
+    show_stderr (called per line, as lines come) run in the thread that runs the action."""
+    action = _ActionProcess(args, env, request, server, show_stdout, show_stderr)
+    proc, deadline = action.proc, time.monotonic() + timeout
+    timed_out, exited_at = False, None
+    try:
+        while action.selector.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if now >= deadline and exited_at is None:
+                timed_out = True
+                break
+            if exited_at is not None and now - exited_at >= ORPHAN_PIPE_GRACE:
+                print("WARNING: %s exited but a process it started still holds its output; "
+                      "StackStorm's python runner would wait for that process to exit"
+                      % request["file_path"], file=sys.stderr)
+                break
+            action.pump(max(0.0, min(deadline - now, 0.5)))
+        if not timed_out:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:  # it closed its output but runs on
+                timed_out = True
+        if timed_out:
+            _kill_group(proc)
+            # What it printed before it was killed is still in the pipes.
+            while action.open_outputs() and action.pump(0.2, outputs_only=True):
+                pass
+    finally:
+        action.close()
+    return (TIMEOUT_EXIT_CODE if timed_out else proc.returncode, action.stdout.text(),
+            action.stderr.text(), timed_out)
+
+
+def runner_output(exit_code, stdout, stderr, timed_out, timeout):
+    """(status, output) of an action process, as PythonRunner._get_output_values of st2
+    v3.9.0 (contrib/runners/python_runner/python_runner/python_runner.py, Apache-2.0) makes
+    them. ValueError where that raises (a status that is not a bool, a garbled result)."""
+    delimiter = _devtools_module("action_process").ACTION_OUTPUT_RESULT_DELIMITER
+    error = "Action failed to complete in %s seconds" % (timeout,) if timed_out else None
+    if exit_code == _devtools_module("action_process").INVALID_STATUS_EXIT_CODE:
+        raise ValueError(stderr)
+    action_result = None
+    if delimiter in stdout:
+        split = stdout.split(delimiter)
+        if len(split) != 3:
+            raise ValueError("The result length should be 3, was %d." % len(split))
+        action_result = split[1].strip()
+        stdout = split[0] + split[2]
+    if action_result:
+        try:
+            action_result = json.loads(action_result)
+        except ValueError:
+            pass  # st2 logs a warning and keeps the text
+    status = None
+    if action_result:
+        if isinstance(action_result, dict):
+            result, status = action_result.get("result"), action_result.get("status")
+        else:
+            match = re.search("'result': (.*?)$", action_result or "")
+            result = match.groups()[0] if match else action_result
+    else:
+        result = "None"
+    output = {"stdout": stdout, "stderr": stderr, "exit_code": exit_code, "result": result}
+    if error:
+        output["error"] = error
+    if timed_out:
+        return "timeout", output
+    if exit_code == 0 and status is not False:
+        return "succeeded", output
+    return "failed", output
+
+
+def _last_traceback(stderr):
+    start = stderr.rfind("Traceback (most recent call last):")
+    return stderr[start:] if start >= 0 else stderr
+
+
+class _Live(object):
+    """Lines written to sys.stdout or sys.stderr as they come (whatever they are then)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __call__(self, line):
+        stream = getattr(sys, self.name)
+        stream.write(line + "\n")
+        stream.flush()
+
+
+def execute(meta, action_params, config=None, pack_root=PACK_ROOT, datastore=None,
+            log_level=None, runner_params=None, stdout=_Live("stdout"),
+            stderr=_Live("stderr")):
+    """Run a python-script action the way StackStorm's python runner does and return an
+    Execution: (succeeded, result) and st2's .status and .output.
+
+    The action runs in a fresh interpreter (devtools/action_process.py, after st2's
+    python_action_wrapper.py) with st2's sys.path, the parameters and the config on its stdin
+    and the datastore (default: an empty MemoryDatastore) reached through this process. The
+    runner parameters (default: the action's defaults; log_level overrides theirs) apply as in
+    st2: `timeout` seconds after it started, its process group is killed and the execution
+    times out; `env` adds environment variables. Each line it prints goes to stdout(line) and
+    stderr(line) as it is printed (default: this process's; None: nowhere).
+
+    result is what run() returned; for an action that raised, {"error": its message,
+    "traceback"}; else (a timeout, an exit without result, the runner failing) .output."""
+    defaults = {n: s["default"] for n, s in parameter_schemas(meta).items()
+                if n in runner_parameters(meta) and s.get("default") is not None}
+    runner_params = dict(defaults, **(runner_params or {}))
+    if log_level:
+        runner_params["log_level"] = log_level
+    timeout = runner_params.get("timeout", RUNNER_PARAMETERS["timeout"]["default"])
+    pack = load_pack_ref(pack_root)
+    server = _DatastoreServer(pack, datastore if datastore is not None else MemoryDatastore(),
+                              str(runner_params.get("log_level") or "debug").lower())
+    try:
+        if not meta.get("entry_point"):
+            raise Exception('Action "%s" is missing entry_point attribute' % meta.get("name"))
+        request = {"pack": pack, "parameters": action_params, "config": config or {},
+                   "file_path": os.path.join(os.path.abspath(pack_root), "actions",
+                                             meta["entry_point"]),
+                   "log_level": server.log_level}
+        exit_code, out, err, timed_out = _run_process(
+            [sys.executable, "-u", ACTION_PROCESS],
+            action_environment(pack_root, runner_params.get("env")), request, timeout, server,
+            stdout, stderr)
+        status, output = runner_output(exit_code, out, err, timed_out, timeout)
+    except Exception as e:  # pylint: disable=broad-except
+        # st2's action runner container: the execution fails with the runner's error.
+        output = {"error": str(e),
+                  "traceback": "".join(traceback.format_tb(e.__traceback__, 20))}
+        return Execution("failed", output, output)
+    if status == "timeout":
+        return Execution(status, output, output)
+    if _devtools_module("action_process").ACTION_OUTPUT_RESULT_DELIMITER in out:
+        return Execution(status, output, output["result"])
+    if server.raised and exit_code != 0:
+        return Execution(status, output, {"error": server.raised.get("message"),
+                                          "traceback": _last_traceback(err)},
+                         traceback_shown=stderr is not None)
+    return Execution(status, output, output)
 
 
 def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None, echo=None):
-    """execute(action_ref, input) for workflow_runner: validates and runs one of the pack's
-    python actions with execute() and shapes the result like st2's python runner ({"result",
-    "stdout", "stderr", "exit_code"}). RunnerError (a refused request) for anything else.
-    With echo, each line an action prints is also passed to echo(line) as it is printed."""
+    """execute(action_ref, input) for workflow_runner: validates the request for one of the
+    pack's python actions and runs it with execute(); returns st2's status ("succeeded",
+    "failed" or "timeout") and result: the python runner's {"result", "stdout", "stderr",
+    "exit_code"} (+ "error" on a timeout; "result" is "None" when the action raised or was
+    killed). RunnerError (a refused request) for anything else. With echo, each line the
+    action prints is passed to echo(line) as it is printed, in the calling thread."""
     _action_base_class()  # import st2common (or the stand-in) before worker threads need it
+    metadata = {}  # read once per run: parsing every action's YAML costs ~0.1 s a call
 
     def execute_action(ref, params):
-        meta = load_action_metadata(ref, pack_root)
+        if ref not in metadata:
+            metadata[ref] = load_action_metadata(ref, pack_root)
+        meta = copy.deepcopy(metadata[ref])
         if meta.get("runner_type") != "python-script" or not meta.get("enabled", True):
             raise RunnerError('Action "%s" (runner %s) cannot run here.'
                               % (ref, meta.get("runner_type")))
         action_params, runner_params = prepare_parameters(meta, params)
-        streams = sys.stdout, sys.stderr
-        echoing = echo and isinstance(streams[0], _ThreadOutput)
-        buffers = (_EchoBuffer(echo, streams[0]) if echoing else io.StringIO()), io.StringIO()
-        for stream, buffer in zip(streams, buffers):
-            if isinstance(stream, _ThreadOutput):
-                stream.local.capture = buffer
-        try:
-            succeeded, result = execute(meta, action_params, config, pack_root, datastore,
-                                        runner_params.get("log_level", "debug").lower())
-        finally:
-            for stream in streams:
-                if isinstance(stream, _ThreadOutput):
-                    stream.local.capture = None
-        output = {"stdout": buffers[0].getvalue(), "stderr": buffers[1].getvalue(),
-                  "exit_code": 0, "result": result}
-        if not succeeded and isinstance(result, dict) and "traceback" in result:  # it raised
-            output.update(stderr=output["stderr"] + result["traceback"], exit_code=1, result=None)
-        return succeeded, output
+        run = execute(meta, action_params, config, pack_root, datastore,
+                      runner_params=runner_params, stdout=echo, stderr=None)
+        return run.status, run.output
 
     return execute_action
 
@@ -441,13 +830,28 @@ def run_workflow(ref, action_params, config=None, pack_root=PACK_ROOT, datastore
     execute_action = python_action_executor(config, pack_root, datastore or MemoryDatastore(),
                                             echo=workflow_runner.action_output if progress
                                             else None)
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ThreadOutput(saved[0]), _ThreadOutput(saved[1])
+    if threading.current_thread() is not threading.main_thread():
+        return workflow_runner.run_workflow(ref, action_params, execute_action, pack_root,
+                                            progress)
+    # The worker threads end only when their actions do: Ctrl-C ends the actions first.
+    previous = signal.signal(signal.SIGINT, _interrupt)
     try:
         return workflow_runner.run_workflow(ref, action_params, execute_action, pack_root,
                                             progress)
     finally:
-        sys.stdout, sys.stderr = saved
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt(signum, frame):
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for proc in running:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    signal.default_int_handler(signum, frame)
 
 
 def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, datastore=None,
@@ -461,12 +865,19 @@ def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, data
     if not meta.get("enabled", True):
         raise RunnerError('Unable to execute. Action "%s" is disabled.' % ref)
     action_params, runner_params = prepare_parameters(meta, parameters or {})
-    config = load_config(pack_root, config_path)
+    datastore = datastore if datastore is not None else MemoryDatastore()
+    try:
+        config = load_config(pack_root, config_path, datastore)
+    except (RunnerError, OSError, yaml.YAMLError):
+        raise
+    except Exception as e:  # pylint: disable=broad-except
+        # st2 loads the config when the runner starts: the execution fails with st2's error.
+        return False, {"error": str(e), "traceback": traceback.format_exc()}
     if meta["runner_type"] == "orquesta":
         result = run_workflow(ref, action_params, config, pack_root, datastore, progress)
         return result.succeeded, result.result
     return execute(meta, action_params, config, pack_root, datastore,
-                   runner_params.get("log_level", "debug").lower())
+                   runner_params=runner_params)
 
 
 def main(argv=None, pack_root=PACK_ROOT):
@@ -490,14 +901,16 @@ def main(argv=None, pack_root=PACK_ROOT):
             return 0
         meta = load_action_metadata(args.ref, args.pack_root)
         params = cast_cli_parameters(params, parameter_schemas(meta))
-        succeeded, result = run_action(args.ref, params, args.config, args.pack_root,
-                                       progress=print)
+        run = run_action(args.ref, params, args.config, args.pack_root, progress=print)
     except (RunnerError, OSError, yaml.YAMLError) as e:
         print("ERROR: %s" % e, file=sys.stderr)
         return 2
-    if not succeeded and isinstance(result, dict) and result.get("traceback"):
+    succeeded, result = run
+    if not succeeded and isinstance(result, dict) and result.get("traceback") \
+            and not getattr(run, "traceback_shown", False):
         print(result["traceback"], file=sys.stderr)
-    print("status: %s" % ("succeeded" if succeeded else "failed"))
+    # A python action's own status: "timeout" when the runner killed it.
+    print("status: %s" % getattr(run, "status", "succeeded" if succeeded else "failed"))
     print("result:\n%s" % textwrap.indent(json.dumps(result, indent=2, sort_keys=True), "  "))
     return 0 if succeeded else 1
 

@@ -38,7 +38,7 @@ from sandbox.hosts import preflight  # noqa: E402
 from sandbox_deploy import sandbox, summary  # noqa: E402
 
 DEPLOYMENT = "auto"
-POLL = 2.0
+POLL = 2  # the config schema's poll_interval is an integer
 
 
 def sensor_service_for(datastore):
@@ -188,10 +188,11 @@ def scenario(box, workdir, say=print):
     metrics = Metrics(workdir, hosts)
     try:
         service = sensor_service_for(box.datastore)
-        sensor = HostMetricsSensor(service, config={"autoscaling": {
+        # The sensor container loads the same pack config the actions get.
+        sensor = HostMetricsSensor(service, config=box.pack_config(autoscaling={
             "deployments": [{"deployment": DEPLOYMENT,
                              "prometheus_url": metrics.prometheus.url}],
-            "poll_interval": POLL, "breach_polls": 3, "rate_window": "8s"}})
+            "poll_interval": POLL, "breach_polls": 3, "rate_window": "8s"}))
         sensor.setup()
 
         say("\n== driving the dialog servers' CPU to 90%")

@@ -9,7 +9,9 @@ each in its own network namespace at its instance's private address, with its ow
 /opt/dialog and /var/lib/dialog), file uploads, health probes over the network, and the
 datastore-backed secrets. What stands in: the container runtime (devtools/sandbox/fake_docker.py
 answers each service's health check on its real port; no Dialog image runs) and the datastore
-(in memory, shared by both runs). The hosts boot when moto reports their instances, like VMs.
+(in memory, shared by both runs, encrypting like StackStorm's). The pack config is loaded as
+StackStorm loads it, with the emulator's credentials encrypted in the datastore. The hosts boot
+when moto reports their instances, like VMs.
 
 The deploy runs twice: the second run must report no changes. Then the deployment is destroyed
 and the sandbox torn down (unless keep=true, which waits for Ctrl-C first).
@@ -22,6 +24,8 @@ import shutil
 import sys
 import tempfile
 import time
+
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -42,19 +46,43 @@ SANDBOX_IMAGES = {"dialog_server": "sandbox.local/dialog-server:1", "web_app":
                   "push": "sandbox.local/push:1"}
 
 
-def sandbox_config(emulator, hosts):
-    profile = emulator.profile(name="sandbox", ssh_user="root", ssh_key_file=hosts.ssh_key_path,
+SANDBOX_SECRETS = ("aws_access_key_id", "aws_secret_access_key")
+
+
+def sandbox_values(emulator, hosts, datastore):
+    """The pack config an operator would write for the sandbox. The emulator's credentials go
+    into the datastore, encrypted, and the profile references them, as the README says."""
+    profile = emulator.profile(ssh_user="root", ssh_key_file=hosts.ssh_key_path,
                                admin_networks=["%s/32" % hosts.gateway],
                                images=dict(SANDBOX_IMAGES))
+    del profile["name"]  # the emulator's label for its own tests; the config schema refuses it
+    for key in SANDBOX_SECRETS:
+        datastore.set("sandbox_%s" % key, profile[key], encrypt=True)
+        profile[key] = "{{ st2kv.system.sandbox_%s }}" % key
     return {"default_profile": "sandbox", "profiles": {"sandbox": profile}}
+
+
+def load_pack_config(values, datastore, config_dir):
+    """`values` written to config_dir/dialog.yaml, then registered and loaded as StackStorm
+    does with /opt/stackstorm/configs/dialog.yaml (schema check, st2kv, secrets, defaults)."""
+    path = os.path.join(config_dir, "dialog.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(values, handle, default_flow_style=False)
+    return local_runner.load_config(config_path=path, datastore=datastore)
 
 
 class Sandbox(object):
     """A running sandbox: the emulator, the hosts, the pack config and the datastore."""
 
-    def __init__(self, emulator, hosts, config, datastore):
-        self.emulator, self.hosts, self.config, self.datastore = (emulator, hosts, config,
-                                                                  datastore)
+    def __init__(self, emulator, hosts, values, datastore, workdir):
+        self.emulator, self.hosts, self.values, self.datastore, self.workdir = (
+            emulator, hosts, values, datastore, workdir)
+        self.config = self.pack_config()
+
+    def pack_config(self, **sections):
+        """The pack config with `sections` added (e.g. autoscaling) as an action or the sensor
+        gets it from StackStorm."""
+        return load_pack_config(dict(self.values, **sections), self.datastore, self.workdir)
 
     def run(self, ref, params, progress=True):
         """(succeeded, result, workflow result or None) of one action run in the sandbox;
@@ -73,8 +101,9 @@ def sandbox(boot_delay=0.0):
             hypervisor = Hypervisor(emulator.client("ec2"), hosts)
             hypervisor.start()
             try:
-                yield Sandbox(emulator, hosts, sandbox_config(emulator, hosts),
-                              local_runner.MemoryDatastore())
+                datastore = local_runner.MemoryDatastore()
+                yield Sandbox(emulator, hosts, sandbox_values(emulator, hosts, datastore),
+                              datastore, workdir)
             finally:
                 hypervisor.stop()
     finally:

@@ -15,6 +15,10 @@ from lib.deployment_secrets import datastore_key
 from sandbox.hosts import preflight
 from sandbox_deploy import changed_anything, sandbox
 
+# Sandbox hosts: one sandbox per machine, so under pytest-xdist these run in one group, on
+# one worker, one test after another (./dialog-local test runs -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("netns")
+
 DEPLOYMENT = "e2e"
 COMPOSE = "docker compose -p dialog -f /opt/dialog/docker-compose.yml"
 
@@ -91,7 +95,7 @@ def test_secrets_are_generated_once_stored_encrypted_and_never_shown(box, first_
     assert ok
     key = datastore_key(DEPLOYMENT)
     assert key in box.datastore.encrypted
-    secrets = json.loads(box.datastore.items[key])
+    secrets = json.loads(box.datastore.get(key, decrypt=True))
     seen = recorder.text(result)
     leaked = [name for name, value in secrets.items()
               if len(value) >= 8 and value in seen]

@@ -255,7 +255,11 @@ class TestBaseActionTestCase(BaseActionTestCase):
         self.assertIsNone(self.action_service.get_value("k", local=False))
         self.assertTrue(self.action_service.delete_value("k"))
         self.assertIsNone(self.action_service.get_value("k"))
-        self.assertEqual(action.logger.name, "actions.python.StoreAction")
+        # st2common.log puts every logger under "st2.": an operator filters on this name.
+        self.assertEqual(action.logger.name, "st2.actions.python.StoreAction")
+
+
+TICK = {"deployment": "chat", "source": "http://127.0.0.1:9090", "reason": "tick"}
 
 
 class TickSensor(PollingSensor):
@@ -263,7 +267,8 @@ class TickSensor(PollingSensor):
         pass
 
     def poll(self):
-        self.sensor_service.dispatch(trigger="dialog.tick", payload={"n": 1})
+        # A trigger type the pack registers, with a valid payload: st2 drops anything else.
+        self.sensor_service.dispatch(trigger="dialog.metrics_unavailable", payload=TICK)
 
     def cleanup(self):
         pass
@@ -286,7 +291,35 @@ class TestBaseSensorTestCase(BaseSensorTestCase):
         self.assertEqual(sensor.get_poll_interval(), 7)
         sensor.poll()
         self.assertEqual(len(self.get_dispatched_triggers()), 1)
-        self.assertEqual(self.get_last_dispatched_trigger()["payload"], {"n": 1})
-        self.assertTrue(self.assertTriggerDispatched(trigger="dialog.tick", payload={"n": 1}))
+        self.assertEqual(self.get_last_dispatched_trigger()["payload"], TICK)
+        self.assertTrue(self.assertTriggerDispatched(trigger="dialog.metrics_unavailable",
+                                                     payload=TICK))
         with self.assertRaises(AssertionError):
-            self.assertTriggerDispatched(trigger="dialog.tick", payload={"n": 2})
+            self.assertTriggerDispatched(trigger="dialog.metrics_unavailable",
+                                         payload=dict(TICK, reason="tock"))
+
+
+NESTED_META = {"name": "probe", "runner_type": "python-script", "parameters": {
+    "target": {"type": "object", "properties": {
+        "host": {"type": "string", "required": True},
+        "port": {"type": "integer", "default": 22, "required": True},
+        "user": {"type": "string"}}}}}
+
+
+def test_requests_are_validated_with_stackstorms_schema_code():
+    """As st2's create_request: st2common.util.schema.validate(params, schema, CustomValidator,
+    use_default=True, allow_default_none=True), nested objects included; the action gets the
+    parameters as given plus the top-level defaults (st2common/util/param.py)."""
+    params, _ = local_runner.prepare_parameters(NESTED_META, {"target": {"host": "h",
+                                                                         "user": None}})
+    assert params == {"target": {"host": "h", "user": None}}
+    with pytest.raises(local_runner.RunnerError,
+                       match="\"target.port\": '22' is not of type 'integer'"):
+        local_runner.prepare_parameters(NESTED_META, {"target": {"host": "h", "port": "22"}})
+    with pytest.raises(local_runner.RunnerError, match="'host' is a required property"):
+        local_runner.prepare_parameters(NESTED_META, {"target": {}})
+    # A draft-4 list `required` is not StackStorm's dialect: st2 refuses every request.
+    broken = {"name": "probe", "runner_type": "python-script", "parameters": {"target": {
+        "type": "object", "required": ["host"], "properties": {"host": {"type": "string"}}}}}
+    with pytest.raises(local_runner.RunnerError, match="not one StackStorm accepts"):
+        local_runner.prepare_parameters(broken, {"target": {"host": "h"}})

@@ -1,0 +1,202 @@
+"""Every python action's `timeout` covers the longest its own code may wait, with margin.
+
+StackStorm's python runner kills an action when its `timeout` runs out (600 s unless the action
+says otherwise) and reports "Action failed to complete in N seconds". The pack bounds every
+wait itself and fails with a message that names what it waited for ("SSH not ready after 600s",
+"did not become running within 600s"): that message is the one an operator must see, so no
+action may be killed before its own bounds are spent.
+
+The worst case of an action is every bounded wait on its longest path, at its bound, one after
+another: driver waiters and polls, SSH readiness and logins, remote commands, health-check
+deadlines, nodetool. A loop over several hosts or resources counts one pass: when one of them
+is slow the cause (the network, the cloud API) is shared, and the rest of the loop fits the
+margin. Every number comes from the code (constants, parameter defaults, or the timeout a call
+passes, recorded); the paths are the model, kept honest by counting the drivers' wait sites.
+The margin, for API round trips, process start and a poll's last attempt, is max(300 s, 10 %).
+"""
+
+import glob
+import inspect
+import math
+import os
+
+import pytest
+import yaml
+
+from lib import bootstrap, cassandra_ops, health
+from lib.providers import aws, base, digitalocean
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIN_MARGIN = 300
+
+
+def action_meta(name):
+    with open(os.path.join(ROOT, "actions", name + ".yaml")) as fp:
+        return yaml.safe_load(fp)
+
+
+def python_actions():
+    names = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "actions", "*.yaml"))):
+        with open(path) as fp:
+            meta = yaml.safe_load(fp) or {}
+        if meta.get("runner_type") == "python-script":
+            names.append(meta["name"])
+    return names
+
+
+def param_default(action, name):
+    return action_meta(action)["parameters"][name]["default"]
+
+
+def signature_default(func, name):
+    return inspect.signature(func).parameters[name].default
+
+
+def recorded_remote_timeouts(monkeypatch, call, out=""):
+    """The timeout of every remote command call() runs (nothing is run)."""
+    seen = []
+
+    def remote(connection, command, stdin=None, timeout=None):
+        seen.append(timeout)
+        return 0, out, ""
+
+    monkeypatch.setattr(health, "remote", remote)
+    monkeypatch.setattr(health, "sudo_prefix", lambda connection: "")
+    call()
+    return seen
+
+
+def recorded_wait_bound(monkeypatch, call):
+    """The timeout call() hands base.wait_until (which returns at once here)."""
+    seen = []
+
+    def wait_until(check, timeout, interval, what, **kwargs):
+        seen.append(timeout)
+        return True
+
+    monkeypatch.setattr(base, "wait_until", wait_until)
+    call()
+    [bound] = seen
+    return bound
+
+
+@pytest.fixture
+def bounds(monkeypatch):
+    """Each wait's bound in seconds, from the code."""
+    connect = signature_default(bootstrap.connect, "timeout")
+    rendered = {"host": "c-1", "project": "dialog", "compose_file": "/opt/dialog/compose.yaml"}
+    [ring] = recorded_remote_timeouts(monkeypatch,
+                                      lambda: cassandra_ops.ring(object(), rendered))
+    [df] = recorded_remote_timeouts(monkeypatch, lambda: cassandra_ops.free_bytes(object()),
+                                    out="/dev/sda1 100 50 50 50% /var/lib/dialog")
+    aws_driver = aws.Driver(profile={}, region="us-east-1")
+    do_wait = signature_default(digitalocean.Driver.__init__, "droplet_timeout")
+    return {
+        # paramiko gives the TCP connection, the banner and the login each the timeout.
+        "ssh_login": 3 * connect,
+        # run_checks: a probe with no deadline of its own gets SSH_MARGIN.
+        "health_probe_once": health.SSH_MARGIN,
+        "nodetool_ring": ring,
+        "df": df,
+        "nodetool_long": cassandra_ops.NODETOOL_TIMEOUT,
+        "ring_watch": signature_default(cassandra_ops.decommission, "timeout"),
+        "ring_watch_poll": signature_default(cassandra_ops.decommission, "interval"),
+        "docker": bootstrap.DOCKER_TIMEOUT,
+        "script": bootstrap.SCRIPT_TIMEOUT,
+        "compose": bootstrap.COMPOSE_TIMEOUT,
+        "aws_wait": aws.Driver.WAIT_DELAY * aws.Driver.WAIT_ATTEMPTS,
+        "aws_fresh": recorded_wait_bound(monkeypatch, lambda: aws_driver._fresh(
+            lambda **params: None)),  # pylint: disable=protected-access
+        "do_wait": do_wait,
+    }
+
+
+def provision_waits(b):
+    return {
+        "aws": {"instances running": b["aws_wait"], "surplus addresses released": b["aws_wait"],
+                "surplus instances terminated": b["aws_wait"],
+                "surplus security groups free": b["aws_wait"],
+                # new security groups, instances, addresses: EC2 may not know the id yet
+                "new resources known": 3 * b["aws_fresh"]},
+        "digitalocean": {"surplus droplets gone": b["do_wait"],
+                         "droplets active": b["do_wait"], "volumes attached": b["do_wait"]},
+        "static": {},
+    }
+
+
+def destroy_waits(b):
+    return {
+        "aws": {"addresses released": b["aws_wait"], "instances terminated": b["aws_wait"],
+                "volumes free": b["aws_wait"], "security groups free": b["aws_wait"],
+                "subnet and VPC free": b["aws_wait"]},
+        "digitalocean": {"droplets gone": b["do_wait"], "VPC without members": b["do_wait"]},
+        "static": {},
+    }
+
+
+def worst_cases(b):
+    """{action: (seconds, {wait: seconds} on its longest path)}."""
+    ssh_timeout = param_default("bootstrap_host", "ssh_timeout")
+    # dialog.deploy hands its own health_timeout to every bootstrap_host.
+    health_timeout = max(param_default("bootstrap_host", "health_timeout"),
+                         param_default("deploy", "health_timeout"))
+    paths = {
+        "bootstrap_host": {"SSH ready": ssh_timeout, "SSH login": b["ssh_login"],
+                           "Docker installed": b["docker"], "files uploaded": b["script"],
+                           "compose up": b["compose"], "health checks pass": health_timeout},
+        "cassandra_cleanup": {"SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]},
+        "cassandra_decommission": {"SSH logins (leaver, observer)": 2 * b["ssh_login"],
+                                   "nodetool decommission": b["nodetool_long"],
+                                   "ring without the leaver": b["ring_watch"],
+                                   "last ring read": b["nodetool_ring"] + b["ring_watch_poll"]},
+        "create_admin": {"SSH login": b["ssh_login"], "create user": b["script"]},
+        "status": {"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
+        # scale-in: dialog servers checked like status, or the Cassandra decommission check.
+        "scale_prepare": max(
+            ({"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
+             {"SSH login": b["ssh_login"], "nodetool status": b["nodetool_ring"],
+              "df": b["df"]}), key=lambda path: sum(path.values())),
+        "provision": max(provision_waits(b).values(), key=lambda path: sum(path.values())),
+        "destroy": max(destroy_waits(b).values(), key=lambda path: sum(path.values())),
+        # Provider reads, the datastore and the catalog only.
+        "inventory": {}, "plan": {}, "bootstrap_order": {}, "register_deployment": {},
+        "scale_release": {}, "explain_failure": {},
+    }
+    return {name: (sum(path.values()), path) for name, path in paths.items()}
+
+
+def test_every_python_actions_timeout_covers_its_worst_case_with_margin(bounds):
+    assert sorted(worst_cases(bounds)) == python_actions()  # a new action needs its model
+    too_short = []
+    for name, (worst, path) in sorted(worst_cases(bounds).items()):
+        timeout = param_default(name, "timeout")  # declared by every python action
+        needed = worst + max(MIN_MARGIN, math.ceil(worst / 10))
+        if timeout < needed:
+            too_short.append("%s: timeout %s < %d (%s)" % (name, timeout, needed, ", ".join(
+                "%s %gs" % item for item in path.items())))
+    assert not too_short, "\n".join(too_short)
+
+
+@pytest.mark.parametrize("driver, sites", [
+    (aws.Driver, {"self._fresh(": 3, "self._wait(": 2, "self._until_free(": 5}),
+    (digitalocean.Driver, {"self._wait(": 4, "self._wait_gone(": 2, "self._wait_active(": 1}),
+])
+def test_the_model_knows_every_wait_of_the_drivers(driver, sites):
+    """A wait added to (or removed from) a driver changes these counts: then revisit
+    provision_waits and destroy_waits above, and the timeouts of provision and destroy."""
+    source = inspect.getsource(driver)
+    assert {site: source.count(site) for site in sites} == sites
+
+
+def test_the_long_actions_are_the_ones_the_readme_lists(bounds):
+    with open(os.path.join(ROOT, "README.md")) as fp:
+        readme = fp.read()
+    section = readme.split("### Long-running actions", 1)[1].split("\n#", 1)[0]
+    default = 600  # the python runner's own
+    for name in python_actions():
+        timeout = param_default(name, "timeout")
+        listed = "`dialog.%s`" % name in section
+        assert listed == (timeout > default), name
+        if listed:
+            assert "%d s" % timeout in section.split("`dialog.%s`" % name, 1)[1].split("\n")[0]
