@@ -12,6 +12,10 @@ from sandbox.hosts import preflight
 from sandbox_autoscale import DEPLOYMENT, scenario
 from sandbox_deploy import sandbox
 
+# Sandbox hosts: one sandbox per machine, so under pytest-xdist these run in one group, on
+# one worker, one test after another (./dialog-local test runs -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("netns")
+
 
 @pytest.fixture(scope="module")
 def facts(tmp_path_factory):

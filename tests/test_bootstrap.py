@@ -17,6 +17,10 @@ from lib import bootstrap, health
 from lib.errors import ResourceFailed
 from sandbox.hosts import SandboxError, SandboxHosts, preflight
 
+# Sandbox hosts: one sandbox per machine, so under pytest-xdist these run in one group, on
+# one worker, one test after another (./dialog-local test runs -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("netns")
+
 # The first of these networks that no other sandbox on this machine uses (suites may run side
 # by side). Hosts get these host numbers in it; "nobody" is never booted.
 CIDRS = ["10.84.%d.0/24" % third for third in range(0, 250, 10)]

@@ -8,6 +8,8 @@ import re
 
 import pytest
 import yaml
+from jsonschema.exceptions import SchemaError, ValidationError
+from st2common.util import schema as util_schema
 
 from local_runner import RunnerError, load_config, runner_parameters
 
@@ -153,3 +155,82 @@ def test_quick_start_is_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2, commands
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
         assert commands[1] in handle.read().replace("exec ", "")
+
+
+# --- The pack's schemas through StackStorm's meta-schemas (st2common/util/schema/*.json) ------
+
+def st2_api_validate(instance, properties):
+    """BaseAPI.validate() of an st2 API model, restricted to the given properties of its
+    schema: util_schema.validate with CustomValidator, use_default and allow_default_none."""
+    return util_schema.validate(instance, {"type": "object", "properties": properties},
+                                cls=util_schema.CustomValidator, use_default=True,
+                                allow_default_none=True)
+
+
+def action_api_properties():
+    """ActionAPI's `parameters` and `output_schema` (st2common/models/api/action.py): each
+    parameter against action_params.json, the output schema against action_output_schema.json.
+    Checked when st2 registers the action; a failure leaves the action out."""
+    return {"parameters": {"type": "object", "patternProperties": {
+                r"^\w+$": util_schema.get_action_parameters_schema()},
+                "additionalProperties": False, "default": {}},
+            "output_schema": util_schema.get_action_output_schema(
+                description="Action Output Schema")}
+
+
+def config_schema_api_properties():
+    """ConfigSchemaAPI's `attributes` (st2common/models/api/pack.py): each config key against
+    action_params.json, checked when st2 registers config.schema.yaml."""
+    return {"attributes": {"type": "object", "patternProperties": {
+        r"^\w+$": util_schema.get_action_parameters_schema()},
+        "additionalProperties": False, "default": {}}}
+
+
+def trigger_types():
+    for path in sorted(glob.glob(os.path.join(ROOT, "sensors", "*.yaml"))):
+        for trigger_type in load(path).get("trigger_types") or []:
+            yield trigger_type
+
+
+@pytest.mark.parametrize("path", ACTION_FILES, ids=os.path.basename)
+def test_action_schemas_pass_stackstorms_meta_schemas(path):
+    meta = load(path)
+    st2_api_validate({k: meta[k] for k in ("parameters", "output_schema") if k in meta},
+                     action_api_properties())
+
+
+def test_config_schema_passes_stackstorms_meta_schema():
+    st2_api_validate({"attributes": load(os.path.join(ROOT, "config.schema.yaml"))},
+                     config_schema_api_properties())
+
+
+def test_trigger_schemas_are_in_stackstorms_dialect():
+    """st2 registers any payload_schema but checks it against its custom meta-schema at every
+    dispatch (validate_trigger_payload); one it refuses drops every trigger of that type."""
+    found = list(trigger_types())
+    assert found
+    for trigger_type in found:
+        for key in ("payload_schema", "parameters_schema"):
+            if trigger_type.get(key):
+                util_schema.CustomValidator.check_schema(trigger_type[key])
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}},
+    {"type": "object", "properties": {"a": {"type": "string", "required": "yes"}}},
+    {"type": ["string", "null"]},
+    {"type": "string", "format": "uri"},
+    {"type": "strnig"},
+    {"type": "string", "requried": True},
+], ids=str)
+def test_the_meta_schema_checks_refuse_what_stackstorm_refuses(bad):
+    with pytest.raises(ValidationError):
+        st2_api_validate({"parameters": {"p": bad}}, action_api_properties())
+    with pytest.raises(ValidationError):
+        st2_api_validate({"attributes": {"p": bad}}, config_schema_api_properties())
+
+
+def test_a_draft4_required_list_is_not_stackstorms_dialect():
+    with pytest.raises(SchemaError):
+        util_schema.CustomValidator.check_schema(
+            {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}})

@@ -27,6 +27,10 @@ from moto.server import ThreadedMotoServer
 from sandbox.hosts import SandboxError, SandboxHosts, preflight, sweep_stale
 from sandbox.hypervisor import Hypervisor
 
+# Sandbox hosts: one sandbox per machine, so under pytest-xdist these run in one group, on
+# one worker, one test after another (./dialog-local test runs -n 2 --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("netns")
+
 CIDR = "10.80.0.0/16"
 HOSTS = {"h1": "10.80.0.11", "h2": "10.80.0.12", "h3": "10.80.0.13"}
 COMPOSE = "/opt/dialog/docker-compose.yml"
