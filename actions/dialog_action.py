@@ -2,7 +2,10 @@
 
 Actions stay thin: they resolve the profile, call the plain-Python core and hand its result
 back. Errors the core raises on purpose become a failed execution with a readable result
-instead of a traceback.
+instead of a traceback; so do the exceptions the pack can foresee (SSH and connection errors,
+provider client and HTTP errors, timeouts) that got past the code closest to them, named after
+the host or deployment the action worked on. Anything else is a bug and keeps its traceback:
+the workflows still report its last line (dialog.explain_failure).
 """
 
 import functools
@@ -13,6 +16,7 @@ from lib.catalog import PROVIDERS, default_catalog
 from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
+from lib.failures import foreseen_error, scrubber, secret_values
 from lib.planner import build_plan, choose, validate_region
 from lib.profiles import resolve_profile
 from lib.providers import open_provider
@@ -24,7 +28,8 @@ RECORDED_COUNTS = {"dialog_servers": "dialog-server", "cassandra_nodes": "cassan
 
 
 def reports_errors(run):
-    """Wrap Action.run: (True, result) on success, (False, {"error": ...}) on a DialogError."""
+    """Wrap Action.run: (True, result) on success, (False, {"error": ...}) on a DialogError or
+    a foreseeable exception (lib.failures.foreseen_error)."""
 
     @functools.wraps(run)
     def wrapper(self, *args, **kwargs):
@@ -33,8 +38,24 @@ def reports_errors(run):
         except DialogError as exc:
             self.logger.error("%s", exc)
             return False, exc.to_result()
+        except Exception as exc:  # pylint: disable=broad-except
+            error = foreseen_error(exc, _subject(kwargs), self.scrubber(kwargs.get("deployment")))
+            if error is None:
+                raise
+            self.logger.error("%s", error)
+            return False, error.to_result()
 
     return wrapper
+
+
+def _subject(params):
+    """What an action worked on, for an error: its host, else its deployment."""
+    host, deployment = params.get("host"), params.get("deployment")
+    if isinstance(params.get("plan"), dict):
+        deployment = deployment or params["plan"].get("deployment")
+    if host:
+        return "%s (deployment %s)" % (host, deployment) if deployment else str(host)
+    return "deployment %s" % (deployment or "dialog")
 
 
 def progress(message):
@@ -47,6 +68,17 @@ class DialogAction(Action):
 
     def profile(self, name=None):
         return resolve_profile(self.config, name)
+
+    def scrubber(self, deployment=None):
+        """Masks the pack config's credentials and, when it has any, the deployment's secrets
+        in a text from outside (an exception message, a remote command's output)."""
+        secrets = {}
+        if isinstance(deployment, str) and deployment:
+            try:
+                secrets = load_secrets(self.action_service, deployment)
+            except Exception:  # pylint: disable=broad-except  # none yet, or no datastore
+                secrets = {}
+        return scrubber(secret_values(self.config, secrets))
 
     def target(self, profile_name, provider=None, region=None):
         """(profile, provider, region): explicit parameters first, then the profile's."""

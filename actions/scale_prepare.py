@@ -2,9 +2,9 @@ import datetime
 
 from dialog_action import DialogAction, progress, reports_errors
 from lib import operations, scale_lock
-from lib.errors import InputError
+from lib.deployment_record import unknown_deployment
 from lib.planner import validate_deployment_name
-from lib.scaling import scale_step
+from lib.scaling import check_role, scale_step
 
 
 class ScalePrepareAction(DialogAction):
@@ -16,8 +16,9 @@ class ScalePrepareAction(DialogAction):
         validate_deployment_name(deployment)
         record = self.record(deployment)
         if not record:
-            raise InputError("deployment", "%s has no record in the datastore: deploy it with "
-                             "dialog.deploy first" % deployment)
+            raise unknown_deployment(self.action_service, deployment)
+        # Before any provider call: a mistyped role is answered at once.
+        check_role(record["tier"], role, record.get("with_storage"))
         profile = profile or record.get("profile")
         settings, provider, region = self.target(profile, record.get("provider"),
                                                  record.get("region"))

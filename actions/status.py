@@ -1,4 +1,5 @@
 from dialog_action import DialogAction, reports_errors
+from lib.deployment_record import unknown_deployment
 from lib.deployment_secrets import datastore_key
 from lib.errors import ResourceFailed
 from lib.operations import check_all, endpoints
@@ -14,6 +15,10 @@ class StatusAction(DialogAction):
             tier=None, with_storage=None, fail_when_unhealthy=False):
         validate_deployment_name(deployment)
         record = self.record(deployment)
+        if not record and hosts is None and tier is None:
+            # Nothing to check it against: a mistyped name, or one never deployed. Said before
+            # any provider call, with the names that are known.
+            raise unknown_deployment(self.action_service, deployment)
         settings, provider, region = self.target(profile or record.get("profile"),
                                                  provider or record.get("provider"),
                                                  region or record.get("region"))

@@ -37,10 +37,12 @@ import glob
 import json
 import os
 import sys
+import traceback
 import types
 
 import jinja2
 import jinja2.sandbox
+import paramiko
 import yaml
 
 DEVTOOLS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -51,20 +53,28 @@ for _path in (DEVTOOLS_DIR, os.path.join(PACK_ROOT, "actions"),
         sys.path.append(_path)
 
 import local_runner  # noqa: E402
+from lib import failures  # noqa: E402
+from lib.deployment_record import record_key, unknown_deployment  # noqa: E402
 from lib.deployment_secrets import GENERATORS, PAIRED, datastore_key  # noqa: E402
+from lib.errors import InputError  # noqa: E402
 from lib.operations import endpoints  # noqa: E402
 from lib.planner import build_plan  # noqa: E402
 from lib.render import render_host  # noqa: E402
+from lib.scaling import check_role  # noqa: E402
+from lib.stages import bootstrap_stages  # noqa: E402
 
 README = os.path.join(PACK_ROOT, "README.md")
 MARK_START = "<!-- chat-examples:start -->"
 MARK_END = "<!-- chat-examples:end -->"
+TROUBLE_START = "<!-- troubleshooting:start -->"
+TROUBLE_END = "<!-- troubleshooting:end -->"
 PRETEXT_DELIMITER = "{~}"
 
 # What the examples run as: the chat user and channel hubot passes, fixed execution ids.
 CHAT_USER = "alice"
 CHAT_CHANNEL = "#dialog-ops"
 ST2_USER = "chatops_bot"
+ALIAS_ID = "65f0c0ffee0000000000a11a"
 
 # The renderer needs images and secrets to name each host's checks; nothing of them is shown.
 SAMPLE_IMAGES = {"dialog_server": "registry.example.com/dialog/server:2.5",
@@ -159,16 +169,22 @@ def extract(representation, command):
         return None
 
 
+def registered_alias(alias):
+    """The alias as st2's AliasesRegistrar stores it: validated with ActionAliasAPI's schema,
+    converted to its DB object (StackStorm's classes, else the stand-in's)."""
+    alias_utils()  # puts the stand-in on the path where StackStorm is not installed
+    from st2common.models.api.action import ActionAliasAPI
+    alias_api = ActionAliasAPI(**copy.deepcopy(alias))
+    alias_api.validate()
+    return ActionAliasAPI.to_model(alias_api)
+
+
 def inject_immutable_parameters(alias, params, action_context):
-    """action_alias_utils.inject_immutable_parameters, without the datastore lookups."""
-    immutable = alias.get("immutable_parameters") or {}
-    if not immutable:
-        return params
-    overridden = [name for name in immutable if name in params]
-    if overridden:
-        raise ValueError("Immutable arguments cannot be overriden: {}".format(
-            ",".join(overridden)))
-    return dict(params, **render_values(immutable, dict(action_context)))
+    """st2api's step after the extraction: action_alias_utils.inject_immutable_parameters
+    (StackStorm's, else the stand-in's, which has no datastore for st2kv) on one execution."""
+    return alias_utils().inject_immutable_parameters(
+        action_alias_db=registered_alias(alias), multiple_execution_parameters=[dict(params)],
+        action_context=dict(action_context))[0]
 
 
 def _cast_array(value):
@@ -233,9 +249,9 @@ def alias_execution(alias, command, execution_id="65f0c0ffee0000000000d001",
             break
     else:
         raise ValueError('Command "%s" matches no format of alias %s' % (command, alias["name"]))
-    context = {"action_alias_ref": {"name": alias["name"], "ref": "%s.%s" % (
-        alias["pack"], alias["name"])}, "api_user": CHAT_USER, "user": ST2_USER,
-        "source_channel": CHAT_CHANNEL}
+    # st2api's context: action_alias_ref is reference.get_ref_from_model's {"id", "name"}.
+    context = {"action_alias_ref": {"id": ALIAS_ID, "name": alias["name"]},
+               "api_user": CHAT_USER, "user": ST2_USER, "source_channel": CHAT_CHANNEL}
     params = inject_immutable_parameters(alias, params, context)
     meta = local_runner.load_action_metadata(alias["action_ref"], pack_root)
     params = cast_parameters(meta, params)
@@ -278,9 +294,9 @@ def finished(execution, status, result):
     return dict(copy.deepcopy(execution), status=status, result=result)
 
 
-def python_result(value, stderr="", exit_code=0, error=None):
+def python_result(value, stderr="", exit_code=0, error=None, stdout=""):
     """What the python runner stores: run()'s second value under "result"."""
-    result = {"result": value, "stdout": "", "stderr": stderr, "exit_code": exit_code}
+    result = {"result": value, "stdout": stdout, "stderr": stderr, "exit_code": exit_code}
     if error:
         result["error"] = error
     return result
@@ -366,9 +382,11 @@ def status_result(plan, hosts, failing=None, unreachable=None):
             "admin_credentials": datastore_key(plan["deployment"])}
 
 
-def deploy_output(plan, hosts, dry_run=False, failure=None, provisioned=False):
+def deploy_output(plan, hosts, dry_run=False, failure=None, provisioned=False,
+                  bootstrapped=()):
     """dialog.deploy's output block (workflows/deploy.yaml) for a first deploy of the plan;
-    with `provisioned`, a re-run that finds everything in place."""
+    with `provisioned`, a re-run that finds everything in place; with a `failure`, the hosts
+    `bootstrapped` before it."""
     changes = [] if provisioned else [
         {"action": "create", "kind": "instance", "name": h["name"], "detail": h["size"]}
         for h in plan["hosts"]]
@@ -376,7 +394,9 @@ def deploy_output(plan, hosts, dry_run=False, failure=None, provisioned=False):
     return {"deployment": plan["deployment"], "dry_run": dry_run, "plan": plan,
             "changes": changes, "hosts": [] if dry_run else hosts,
             "bootstrapped": [{"host": h["name"], "changed": not provisioned, "checks": []}
-                             for h in hosts] if done else [],
+                             for h in hosts] if done else [
+                                 {"host": name, "changed": True, "checks": []}
+                                 for name in bootstrapped],
             "health": status_result(plan, hosts)["hosts"] if done else [],
             "endpoints": endpoints(hosts) if done else {},
             "admin_credentials": None if dry_run else datastore_key(plan["deployment"]),
@@ -450,20 +470,163 @@ def render_block(pack_root=PACK_ROOT):
     return "\n".join(parts)
 
 
-def replace_block(readme_text, block):
+def replace_block(readme_text, block, marks=(MARK_START, MARK_END)):
     """The README text with the marked block replaced; ValueError without both markers."""
-    start, end = readme_text.find(MARK_START), readme_text.find(MARK_END)
+    start, end = readme_text.find(marks[0]), readme_text.find(marks[1])
     if start < 0 or end < start:
-        raise ValueError("README.md lacks the %s ... %s markers" % (MARK_START, MARK_END))
-    return readme_text[:start] + block + readme_text[end + len(MARK_END):]
+        raise ValueError("README.md lacks the %s ... %s markers" % marks)
+    return readme_text[:start] + block + readme_text[end + len(marks[1]):]
 
 
-def readme_block(readme_text):
+def readme_block(readme_text, marks=(MARK_START, MARK_END)):
     """The marked block as the README has it now."""
-    start, end = readme_text.find(MARK_START), readme_text.find(MARK_END)
+    start, end = readme_text.find(marks[0]), readme_text.find(marks[1])
     if start < 0 or end < start:
-        raise ValueError("README.md lacks the %s ... %s markers" % (MARK_START, MARK_END))
-    return readme_text[start:end + len(MARK_END)]
+        raise ValueError("README.md lacks the %s ... %s markers" % marks)
+    return readme_text[start:end + len(marks[1])]
+
+
+# --- the README's troubleshooting examples ---------------------------------------------------
+
+def raised_result(exc, stdout=""):
+    """What the python runner stores when run() raised `exc`: the wrapper dies with the
+    traceback on stderr, the result is the string "None" (python_runner._get_output_values)."""
+    return python_result("None", stderr=_traceback_of(exc), exit_code=1, stdout=stdout)
+
+
+def _traceback_of(exc):
+    try:
+        raise exc
+    except Exception:  # pylint: disable=broad-except
+        return traceback.format_exc()
+
+
+def timeout_result(seconds, stdout=""):
+    """What the python runner stores when it kills an action after its `timeout`."""
+    return python_result("None", exit_code=-9, stdout=stdout,
+                         error="Action failed to complete in %d seconds" % seconds)
+
+
+class KnownDeployments(object):
+    """A datastore holding the records of `names` (what list_values gives an action)."""
+
+    def __init__(self, names):
+        self.names = list(names)
+
+    def list_values(self, local=True, prefix=None, limit=None, offset=None):
+        keys = [record_key(name) for name in self.names]
+        return [types.SimpleNamespace(id=k, name=k, value="{}") for k in keys
+                if k.startswith(prefix or "")]
+
+
+def _stage_failure(stage, hosts, failing):
+    """dialog.explain_failure's line for a with-items stage whose hosts give the results in
+    `failing` ({host: runner result}); the others succeeded."""
+    results = [failing.get(name) or python_result({"host": name, "changed": True})
+               for name in hosts]
+    return failures.explain(stage, results=results, items=list(hosts))["failure"]
+
+
+def troubleshooting_cases():
+    """[(title, cli, alias name, chat command, status, result)] for the README: what an
+    operator sees for each kind of failure, built from the pack's code in the shapes
+    StackStorm stores. `cli` is (command, the line it prints)."""
+    plan = build_plan("small", provider="aws", region="us-east-1", deployment="chat2")
+    hosts = sample_inventory(plan)
+    stages = bootstrap_stages(hosts)
+    before_servers = stages["databases"] + stages["cassandra_joiners"]
+    before_proxies = before_servers + stages["dialog_servers"] + stages["services"]
+    server, proxy = stages["dialog_servers"][0], stages["proxies"][0]
+    deploy_command = "dialog deploy small on aws as chat2"
+    cases = []
+
+    def deploy_case(title, stage, failing, done, status="failed"):
+        failure = _stage_failure(stage, stages[stage], failing)
+        output = deploy_output(plan, hosts, failure=failure, bootstrapped=done)
+        cases.append((title, ("st2 execution get <id> --raw -k output.failure", failure),
+                      "deploy", deploy_command, status, workflow_result(output, errors=[])))
+
+    error = ("%s (dialog-server): check 'dialog-server http' failed after 600s: connection "
+             "refused" % server)
+    deploy_case("A step returned an error: a host failed its health checks", "dialog_servers",
+                {server: python_result({"error": error})}, before_servers)
+    deploy_case("A step crashed: the SSH server dropped the connection", "dialog_servers",
+                {server: raised_result(paramiko.SSHException(
+                    "Error reading SSH protocol banner"))}, before_servers)
+    deploy_case("A step timed out", "proxies", {proxy: timeout_result(
+        3600, stdout="%s: uploaded 5 files\n%s: pulling images\n" % (proxy, proxy))},
+        before_proxies)
+
+    _, added = grown(plan, "dialog-server", 3)
+    failure = _stage_failure("join", added, {added[1]: raised_result(TimeoutError(
+        "timed out"))})
+    cases.append(("A scale step crashed", ("st2 execution get <id> --raw -k output.failure",
+                                           failure),
+                  "scale", "dialog scale dialog-server to 3 for chat2", "failed",
+                  workflow_result(scale_output("chat2", "dialog-server", 1, 3, added=added,
+                                               reason="asked in chat by %s" % CHAT_USER,
+                                               failure=failure), errors=[])))
+
+    def refused(build):
+        try:
+            build()
+        except InputError as exc:
+            return exc.to_result()
+        raise AssertionError("not refused")
+
+    tier = refused(lambda: build_plan("huge", provider="aws"))
+    cases.append(("A misspelled tier", ("st2 run dialog.plan tier=huge provider=aws -k "
+                                        "result.error", tier["error"]),
+                  "plan", "dialog plan huge on aws", "failed", python_result(tier)))
+    provider = refused(lambda: build_plan("small", provider="azure"))
+    cases.append(("A misspelled provider", ("st2 execution get <id> --raw -k output.failure",
+                                            provider["error"]),
+                  "deploy", "dialog deploy small on azure as chat2", "failed",
+                  workflow_result(dict(deploy_output(plan, [], failure=provider["error"]),
+                                       plan=None, changes=[], admin_credentials=None),
+                                  errors=[])))
+    role = refused(lambda: check_role("small", "dialog-servers"))
+    cases.append(("A misspelled role", ("st2 execution get <id> --raw -k output.failure",
+                                        role["error"]),
+                  "scale", "dialog scale dialog-servers to 3 for chat2", "failed",
+                  workflow_result(scale_output("chat2", "dialog-servers", None, None,
+                                               reason="asked in chat by %s" % CHAT_USER,
+                                               failure=role["error"]), errors=[])))
+    unknown = unknown_deployment(KnownDeployments(["chat2", "lab"]),
+                                 "nosuchdeployment").to_result()
+    cases.append(("A deployment name nobody deployed", (
+        "st2 run dialog.status deployment=nosuchdeployment -k result.error", unknown["error"]),
+        "status", "dialog status nosuchdeployment", "failed", python_result(unknown)))
+    return cases
+
+
+def troubleshooting_answers(pack_root=PACK_ROOT):
+    """[(title, cli, chat command, answer)]: each case's answer rendered by its alias."""
+    aliases = load_aliases(pack_root)
+    rendered = []
+    for number, (title, cli, alias, command, status, result) in enumerate(
+            troubleshooting_cases(), 1):
+        execution = alias_execution(aliases[alias], command,
+                                    "65f0c0ffee00000000000e%02d" % number)
+        answer, _ = result_message(aliases[alias], finished(execution, status, result))
+        rendered.append((title, cli, command, answer))
+    return rendered
+
+
+def render_troubleshooting(pack_root=PACK_ROOT):
+    """The markdown between the README's troubleshooting markers (markers included)."""
+    parts = [TROUBLE_START,
+             "<!-- Generated by devtools/chat_examples.py --write; do not edit by hand. -->", ""]
+    for title, (cli, line), command, answer in troubleshooting_answers(pack_root):
+        plain, attachment = split_message(answer)
+        parts += ["**%s.** In the CLI:" % title, "", "```", "$ " + cli, line, "```", "",
+                  "In chat, `!%s`:" % command, ""]
+        if plain.strip():
+            parts += ["> %s" % plain.strip(), ""]
+        if attachment.strip():
+            parts += [attachment.strip("\n"), ""]
+    parts.append(TROUBLE_END)
+    return "\n".join(parts)
 
 
 def main(argv=None):
@@ -474,10 +637,12 @@ def main(argv=None):
     block = render_block()
     if not args.write:
         print(block)
+        print(render_troubleshooting())
         return 0
     with open(README, encoding="utf-8") as handle:
         text = handle.read()
     updated = replace_block(text, block)
+    updated = replace_block(updated, render_troubleshooting(), (TROUBLE_START, TROUBLE_END))
     if updated != text:
         with open(README, "w", encoding="utf-8") as handle:
             handle.write(updated)

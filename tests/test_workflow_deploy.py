@@ -2,23 +2,70 @@
 results: the stage order, the parallelism inside a stage, the one-at-a-time Cassandra joins, the
 failure paths and the re-run that finishes the job.
 
-The canned actions (CannedDialogActions) stand in for the pack's python actions only; every
-action request the workflow makes is first validated against that action's metadata the way
-st2 validates it (local_runner.prepare_parameters), so a workflow that passes a parameter st2
-would refuse fails here too. The real actions run in test_deploy_sandbox.py.
+The canned actions (CannedDialogActions) stand in for the pack's python actions only, with the
+result shapes StackStorm's python runner stores (contrib/runners/python_runner in st2 3.9): a
+returned error, a raised exception (result "None", the traceback on stderr, exit code 1) and a
+timeout (status "timeout", result "None", the runner's "error", exit code -9). Every action
+request the workflow makes is first validated against that action's metadata the way st2
+validates it (local_runner.prepare_parameters), so a workflow that passes a parameter st2 would
+refuse fails here too. dialog.explain_failure is not canned: the real action explains every
+failure. The real actions run in test_deploy_sandbox.py.
 """
 
+import json
 import threading
 import time
+import traceback
 
+import paramiko
 import pytest
+from st2tests.mocks.action import MockActionService, MockActionWrapper
 
 import local_runner
 import workflow_runner
+from explain_failure import ExplainFailureAction
+from lib.deployment_secrets import datastore_key
 from lib.planner import build_plan
 from lib.stages import bootstrap_stages
 
 BOOT_SECONDS = 0.15
+# What the real bootstrap_host returns when a host's health check fails.
+HEALTH_ERROR = ("%s (dialog-server): check 'dialog-server http' failed after 600s: "
+                "connection refused")
+POSTGRES_PASSWORD = "pg-Secret-0123456789"
+
+
+# --- StackStorm's python runner result shapes ----------------------------------------------
+
+def ok(value, stdout=""):
+    """(status, result) of a run() that returned (True, value)."""
+    return True, {"result": value, "stdout": stdout, "stderr": "", "exit_code": 0}
+
+
+def returned_error(value, stdout=""):
+    """A run() that returned (False, value): the runner logs nothing of it on its own."""
+    return False, {"result": value, "stdout": stdout, "stderr": "", "exit_code": 0}
+
+
+def raised(exc, stdout=""):
+    """A run() that raised `exc`: the wrapper process dies with the traceback on stderr, and the
+    runner stores the result as the string "None"."""
+    return False, {"result": "None", "stdout": stdout, "stderr": traceback_of(exc),
+                   "exit_code": 1}
+
+
+def traceback_of(exc):
+    """stderr of a python process that died of `exc`."""
+    try:
+        raise exc
+    except Exception:  # pylint: disable=broad-except
+        return traceback.format_exc()
+
+
+def timed_out(seconds, stdout=""):
+    """A run() the runner killed after `seconds` (its `timeout` parameter)."""
+    return "timeout", {"result": "None", "stdout": stdout, "stderr": "", "exit_code": -9,
+                       "error": "Action failed to complete in %d seconds" % seconds}
 
 
 def inventory(plan):
@@ -32,16 +79,37 @@ def inventory(plan):
     return hosts
 
 
-class CannedDialogActions(object):
+class ExplainingActions(object):
+    """dialog.explain_failure as StackStorm runs it: the real action, with the pack config and
+    a datastore holding the deployment's secrets (to be masked in what it says)."""
+
+    config = {"profiles": {"default": {"provider": "aws",
+                                       "aws_secret_access_key": "aws-Secret-0123456789"}}}
+
+    def explain_failure(self, **params):
+        service = MockActionService(MockActionWrapper("dialog", "ExplainFailureAction"))
+        for deployment in ("dialog", "chat2"):
+            service.set_value(datastore_key(deployment), json.dumps(
+                {"postgres_password": POSTGRES_PASSWORD}), local=False, encrypt=True)
+        action = ExplainFailureAction(config=self.config, action_service=service)
+        status, value = action.run(**params)
+        return (ok if status else returned_error)(value)
+
+
+class CannedDialogActions(ExplainingActions):
     """execute(ref, input) for workflow_runner: the pack's actions as canned, stateful fakes.
 
-    Bootstrapping takes BOOT_SECONDS; a host in `fail_once` fails its first bootstrap with the
-    message the real action gives; `done` remembers bootstrapped hosts, so a re-run reports them
-    unchanged, like the real, idempotent action."""
+    Bootstrapping takes BOOT_SECONDS. A host in `fail_once` fails its first bootstrap: with the
+    error the real action returns, or as `fail_once[host]` says: a callable giving the
+    (status, result) pair (raised(...), timed_out(...)). `done` remembers bootstrapped hosts,
+    so a re-run reports them unchanged, like the real, idempotent action. `crash` maps an
+    action name to the (status, result) it gives instead of running."""
 
-    def __init__(self, fail_once=(), fail_plan=None):
-        self.fail_once = set(fail_once)
+    def __init__(self, fail_once=(), fail_plan=None, crash=None):
+        self.fail_once = dict(fail_once) if isinstance(fail_once, dict) else {
+            host: None for host in fail_once}
         self.fail_plan = fail_plan
+        self.crash = dict(crash or {})
         self.done = set()
         self.calls = []
         self.lock = threading.Lock()
@@ -53,15 +121,12 @@ class CannedDialogActions(object):
         with self.lock:
             self.calls.append((ref, action_params))
         name = ref.split(".", 1)[1]
+        if name in self.crash:
+            return self.crash[name]()
         return getattr(self, name)(**action_params)
 
-    @staticmethod
-    def _ok(result):
-        return True, {"result": result, "stdout": "", "stderr": "", "exit_code": 0}
-
-    @staticmethod
-    def _failed(result):
-        return False, {"result": result, "stdout": "", "stderr": "", "exit_code": 0}
+    _ok = staticmethod(ok)
+    _failed = staticmethod(returned_error)
 
     def plan(self, tier, provider, **options):
         if self.fail_plan:
@@ -92,9 +157,10 @@ class CannedDialogActions(object):
         time.sleep(BOOT_SECONDS)
         with self.lock:
             if host in self.fail_once:
-                self.fail_once.discard(host)
-                return self._failed({"error": "%s (dialog-server): check 'dialog-server http' "
-                                     "failed after 600s: connection refused" % host})
+                outcome = self.fail_once.pop(host)
+                if outcome is not None:
+                    return outcome()
+                return self._failed({"error": HEALTH_ERROR % host})
             changed = host not in self.done
             self.done.add(host)
         return self._ok({"host": host, "changed": changed, "checks": []})
@@ -220,14 +286,104 @@ def test_a_failed_bootstrap_fails_the_workflow_with_host_and_reason():
     result = deploy(actions, tier="small")
     assert result.status == "failed"
     failure = result.output["failure"]
-    assert failure == ("dialog-dialog-server-1 (dialog-server): check 'dialog-server http' "
-                       "failed after 600s: connection refused")
+    assert failure == ("dialog_servers: dialog-dialog-server-1 (dialog-server): check "
+                       "'dialog-server http' failed after 600s: connection refused")
     booted = {p["host"] for p in called(actions, "dialog.bootstrap_host")}
     assert "dialog-proxy-1" not in booted, "later stages do not start"
     assert not called(actions, "dialog.create_admin")
     # What finished before the failure is still reported.
     assert {b["host"] for b in result.output["bootstrapped"]} == {
         "dialog-postgres-1", "dialog-cassandra-1"}
+
+
+SSH_BANNER = paramiko.SSHException("Error reading SSH protocol banner")
+
+
+def test_a_bootstrap_that_raises_names_the_host_and_the_exception():
+    """The issue's case: StackStorm stores result "None" and the traceback on stderr, where
+    result().result.error cannot even be evaluated."""
+    actions = CannedDialogActions(fail_once={"dialog-dialog-server-1": lambda: raised(
+        SSH_BANNER, stdout="dialog-dialog-server-1: waiting for SSH\n")})
+    result = deploy(actions, tier="small")
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "dialog_servers: dialog-dialog-server-1: crashed: paramiko.ssh_exception.SSHException: "
+        "Error reading SSH protocol banner")
+    assert not called(actions, "dialog.create_admin")
+    assert {b["host"] for b in result.output["bootstrapped"]} == {
+        "dialog-postgres-1", "dialog-cassandra-1"}
+
+
+def test_a_bootstrap_that_times_out_names_the_host_and_the_runners_error():
+    actions = CannedDialogActions(fail_once={"dialog-proxy-2": lambda: timed_out(
+        3600, stdout="dialog-proxy-2: uploaded 4 files\ndialog-proxy-2: pulling images\n")})
+    result = deploy(actions, tier="small-failover")
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "proxies: dialog-proxy-2: Action failed to complete in 3600 seconds; its last output: "
+        "dialog-proxy-2: pulling images")
+
+
+def test_several_hosts_failing_in_one_stage_are_each_named():
+    actions = CannedDialogActions(fail_once={
+        "dialog-dialog-server-1": None,
+        "dialog-dialog-server-2": lambda: raised(KeyError("hosts")),
+        "dialog-dialog-server-3": lambda: timed_out(3600)})
+    result = deploy(actions, tier="small-failover")
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "dialog_servers: " + HEALTH_ERROR % "dialog-dialog-server-1"
+        + "; dialog-dialog-server-2: crashed: KeyError: 'hosts'"
+        + "; dialog-dialog-server-3: Action failed to complete in 3600 seconds")
+
+
+@pytest.mark.parametrize("task,action", [
+    ("plan", "plan"), ("provision", "provision"), ("secrets", "register_deployment"),
+    ("order", "bootstrap_order"), ("admin", "create_admin"), ("health", "status")])
+def test_every_single_step_explains_a_crash_and_a_timeout(task, action):
+    for outcome, reason in (
+            (lambda: raised(ConnectionResetError(104, "Connection reset by peer")),
+             "crashed: ConnectionResetError: [Errno 104] Connection reset by peer"),
+            (lambda: timed_out(600), "Action failed to complete in 600 seconds")):
+        actions = CannedDialogActions(crash={action: outcome})
+        result = deploy(actions, tier="small")
+        assert result.status == "failed", result.errors
+        assert result.output["failure"] == "%s: %s" % (task, reason)
+
+
+def test_a_reason_never_carries_a_secret():
+    leak = RuntimeError("psql: FATAL: password authentication failed; PGPASSWORD=%s, key "
+                        "aws-Secret-0123456789" % POSTGRES_PASSWORD)
+    actions = CannedDialogActions(fail_once={"dialog-postgres-1": lambda: raised(leak)})
+    result = deploy(actions, tier="small")
+    failure = result.output["failure"]
+    assert failure.startswith("databases: dialog-postgres-1: crashed: RuntimeError: psql: ")
+    assert POSTGRES_PASSWORD not in failure and "aws-Secret-0123456789" not in failure
+    assert "PGPASSWORD=********" in failure
+
+
+def test_a_task_st2_refuses_to_start_is_still_named():
+    """An input StackStorm cannot cast or validate fails the request itself (an exception from
+    execute()): no transition runs and the workflow keeps no context; the output still says
+    where it stopped."""
+    class Refusing(CannedDialogActions):
+        def create_admin(self, deployment, hosts, **_):
+            raise local_runner.RunnerError('Failed to cast value "x" for parameter "hosts"')
+
+    result = deploy(Refusing(), tier="small")
+    assert result.status == "failed"
+    assert result.output["failure"].startswith(
+        "admin: the workflow stopped here without a result to explain")
+    assert any("Failed to cast value" in e["message"] for e in result.errors)
+
+
+def test_when_the_explanation_fails_the_task_is_still_named():
+    actions = CannedDialogActions(fail_once={"dialog-web-1"}, crash={
+        "explain_failure": lambda: raised(MemoryError())})
+    result = deploy(actions, tier="small")
+    assert result.status == "failed"
+    assert result.output["failure"].startswith(
+        "services: failed, and its failure could not be explained: st2 execution get ")
 
 
 def test_a_rerun_after_a_failure_finishes_the_job_and_changes_only_what_was_left():
@@ -255,17 +411,41 @@ def test_dry_run_stops_after_the_plan_and_the_change_set():
 
 
 def test_bad_input_fails_at_the_plan_with_the_field_named():
-    actions = CannedDialogActions(fail_plan="cassandra_nodes: 2 is not allowed for tier small; "
-                                            "allowed values: 1, 3")
+    error = "cassandra_nodes: 2 is not allowed for tier small; allowed values: 1, 3"
+    actions = CannedDialogActions(fail_plan=error)
     result = deploy(actions, tier="small", cassandra_nodes=2)
     assert result.status == "failed"
-    assert result.output["failure"].startswith("cassandra_nodes: ")
-    assert [ref for ref, _ in actions.calls] == ["dialog.plan"]
+    # An error in the operator's input reads as the action's own answer: no task in front.
+    assert result.output["failure"] == error
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.explain_failure"]
+
+
+@pytest.mark.parametrize("field,params", [
+    ("tier", {"tier": "huge"}), ("provider", {"provider": "azure"}),
+    ("droplet_class", {"provider": "digitalocean", "droplet_class": "optimised"})])
+def test_a_misspelled_value_is_refused_by_the_plan_in_one_line(field, params):
+    """st2 lets the value through (no enum: it would answer with a JSON-schema dump); the
+    plan, run for real here, names the field, the value and the allowed values."""
+    class RealPlan(CannedDialogActions):
+        def plan(self, **options):
+            from plan import PlanAction
+            action = PlanAction(config={})
+            action.record = lambda deployment: {}
+            status, value = action.run(**options)
+            return (ok if status else returned_error)(value)
+
+    actions = RealPlan()
+    result = deploy(actions, **dict({"tier": "small"}, **params))
+    assert result.status == "failed"
+    failure = result.output["failure"]
+    assert failure.startswith("%s: unknown value %r; allowed values: " % (field, params[field]))
+    assert "\n" not in failure
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.explain_failure"]
 
 
 def test_unset_inputs_are_left_out_so_the_profile_decides():
-    """st2 refuses null for a parameter with an enum; the canned executor validates every
-    request like st2, so passing provider=null would fail this run."""
+    """The plan gets only what the operator gave: its own defaults and the profile decide the
+    rest (the canned executor validates every request like st2)."""
     actions = CannedDialogActions()
     result = deploy(actions, tier="mini")
     assert result.status == "succeeded", result.errors

@@ -4,9 +4,13 @@ failures mid-way, and the lock released on every way the workflow ends.
 
 The canned scale_prepare applies the real rules (lib.scaling.scale_step) to the canned
 inventory; the canned provision and deploy change that inventory the way the real ones do.
+Results have the shapes StackStorm's python runner stores; failures are explained by the real
+dialog.explain_failure.
 """
 
 import threading
+
+import paramiko
 
 import local_runner
 import workflow_runner
@@ -14,14 +18,17 @@ from lib.errors import DialogError
 from lib.planner import build_plan
 from lib.scaling import scale_step
 from lib.stages import bootstrap_stages
-from test_workflow_deploy import inventory
+from test_workflow_deploy import (ExplainingActions, inventory, ok, raised, returned_error,
+                                  timed_out)
 
 LOCK = "dialog.%s.scale_lock"
 
 
-class CannedScaleActions(object):
+class CannedScaleActions(ExplainingActions):
     """The pack's actions around a deployment held in memory: `hosts` is the inventory;
-    `fail` maps an action name (or "bootstrap_host:<host>") to an error to return once."""
+    `fail` maps an action name (or "bootstrap_host:<host>") to what it gives once instead of
+    running: an error text (returned the way the real actions return one) or a callable giving
+    the (status, result) pair (raised(...), timed_out(...))."""
 
     def __init__(self, tier="small-failover", fail=None, **counts):
         self.tier = tier
@@ -37,14 +44,19 @@ class CannedScaleActions(object):
         name = ref.split(".", 1)[1]
         with self.lock:
             self.calls.append((name, action_params))
-        key = name + (":" + action_params["host"] if "host" in action_params else "")
+        key = name + (":" + action_params["host"] if action_params.get("host") else "")
         for candidate in (key, name):
             if candidate in self.fail:
-                return False, {"result": {"error": self.fail.pop(candidate)}}
+                outcome = self.fail.pop(candidate)
+                if callable(outcome):
+                    return outcome()
+                return returned_error({"error": outcome})
+        if name == "explain_failure":
+            return self.explain_failure(**action_params)
         try:
-            return True, {"result": getattr(self, name)(**action_params)}
+            return ok(getattr(self, name)(**action_params))
         except DialogError as exc:  # what the real action's reports_errors returns
-            return False, {"result": exc.to_result()}
+            return returned_error(exc.to_result())
 
     def names(self, name):
         return [p for n, p in self.calls if n == name]
@@ -203,7 +215,7 @@ def test_requests_the_tier_forbids_are_refused_with_the_reason_and_nothing_chang
         result = scale(actions, **params)
         assert result.status == "failed", params
         assert message in result.output["failure"], (params, result.output["failure"])
-        assert [n for n, _ in actions.calls] == ["scale_prepare"]
+        assert [n for n, _ in actions.calls] == ["scale_prepare", "explain_failure"]
         assert actions.hosts == before and not actions.locks
 
 
@@ -213,7 +225,8 @@ def test_a_failure_mid_way_fails_with_the_reason_and_releases_the_lock():
                                                  "check 'dialog-server http' failed"})
     result = scale(actions, role="dialog-server", count=5)
     assert result.status == "failed"
-    assert "dialog-dialog-server-5" in str(result.output["failure"])
+    assert result.output["failure"] == ("join: dialog-dialog-server-5 (dialog-server): check "
+                                        "'dialog-server http' failed")
     assert not actions.names("deploy") and not [
         p for p in actions.names("bootstrap_host") if "proxy" in p["host"]], \
         "proxies untouched while a new server is unhealthy"
@@ -223,12 +236,85 @@ def test_a_failure_mid_way_fails_with_the_reason_and_releases_the_lock():
     assert again.status == "succeeded" and again.output["before"] == 5
 
 
-def test_a_failed_reconcile_releases_the_lock_too():
+def test_a_failed_cleanup_releases_the_lock_too():
     actions = CannedScaleActions(tier="production", fail={"cassandra_cleanup":
                                                           "nodetool cleanup failed: timeout"})
     result = scale(actions, role="cassandra", delta=1)
-    assert result.status == "failed" and "cleanup failed" in str(result.output["failure"])
+    assert result.status == "failed"
+    assert result.output["failure"] == ("cleanup: dialog-cassandra-1: nodetool cleanup "
+                                        "failed: timeout")
     assert not actions.locks
+
+
+def test_a_joining_server_that_raises_is_named_and_the_lock_released():
+    actions = CannedScaleActions(fail={"bootstrap_host:dialog-dialog-server-4": lambda: raised(
+        paramiko.SSHException("Error reading SSH protocol banner"))})
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "join: dialog-dialog-server-4: crashed: paramiko.ssh_exception.SSHException: Error "
+        "reading SSH protocol banner")
+    assert actions.names("scale_release") and not actions.locks
+    assert not [p for p in actions.names("bootstrap_host") if "proxy" in p["host"]]
+
+
+def test_a_joining_server_that_times_out_is_named_and_the_lock_released():
+    actions = CannedScaleActions(fail={"bootstrap_host:dialog-dialog-server-5": lambda: timed_out(
+        3600, stdout="dialog-dialog-server-5: waiting for health checks\n")})
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "join: dialog-dialog-server-5: Action failed to complete in 3600 seconds; its last "
+        "output: dialog-dialog-server-5: waiting for health checks")
+    assert not actions.locks
+
+
+def test_a_decommission_that_times_out_names_the_node():
+    actions = CannedScaleActions(tier="production", cassandra_nodes=4, fail={
+        "cassandra_decommission": lambda: timed_out(7200)})
+    result = scale(actions, role="cassandra", count=3)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "decommission: dialog-cassandra-4: Action failed to complete in 7200 seconds")
+    assert not actions.locks and not actions.names("provision"), "the node stays"
+
+
+def test_a_crash_inside_the_reconcile_deploy_is_passed_up_with_its_host():
+    actions = CannedScaleActions(fail={"bootstrap_host:dialog-proxy-1": lambda: raised(
+        TimeoutError("timed out"))})
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "reconcile: proxies: dialog-proxy-1: crashed: TimeoutError: timed out")
+    assert not actions.locks
+
+
+def test_a_prepare_that_raises_is_explained_and_releases_nothing():
+    actions = CannedScaleActions(fail={"scale_prepare": lambda: raised(
+        ConnectionRefusedError(111, "Connection refused"))})
+    actions.locks.add("dialog")  # another scale holds the lock: it must stay
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed"
+    assert result.output["failure"] == (
+        "prepare: crashed: ConnectionRefusedError: [Errno 111] Connection refused")
+    assert not actions.names("scale_release") and actions.locks == {"dialog"}
+
+
+def test_a_failed_release_is_reported():
+    actions = CannedScaleActions(fail={"scale_release": lambda: timed_out(600)})
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == "release: Action failed to complete in 600 seconds"
+
+
+def test_a_misspelled_role_is_refused_in_one_line_before_anything_changes():
+    actions = CannedScaleActions()
+    result = scale(actions, role="dialog-servers", count=5)
+    assert result.status == "failed"
+    assert result.output["failure"].startswith(
+        "role: unknown value 'dialog-servers'; allowed values: ")
+    assert "dialog-server," in result.output["failure"]
+    assert [n for n, _ in actions.calls] == ["scale_prepare", "explain_failure"]
 
 
 def test_dry_run_checks_without_changing_or_locking():
@@ -238,3 +324,24 @@ def test_dry_run_checks_without_changing_or_locking():
     assert [n for n, _ in actions.calls] == ["scale_prepare"]
     assert (result.output["before"], result.output["after"]) == (3, 5)
     assert not actions.locks
+
+
+def test_a_failed_announcement_is_explained():
+    """dialog.announce, which the autoscaling rules run: chatops.post_message is StackStorm's
+    own action; when it crashes, the workflow's failure still says why."""
+    explaining = ExplainingActions()
+
+    def execute(ref, params):
+        if ref == "chatops.post_message":
+            return raised(ConnectionRefusedError(111, "Connection refused"))
+        if ref == "dialog.explain_failure":
+            meta = local_runner.load_action_metadata(ref)
+            return explaining.explain_failure(**local_runner.prepare_parameters(meta, params)[0])
+        return ok(None)
+
+    result = workflow_runner.run_workflow("dialog.announce", {
+        "message": "Scaled chat: dialog-server 3 -> 5.", "channel": "#dialog-ops"},
+        execute=execute)
+    assert result.status == "failed"
+    assert result.output == {"failure": "chat: crashed: ConnectionRefusedError: [Errno 111] "
+                                        "Connection refused"}

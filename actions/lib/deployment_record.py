@@ -8,6 +8,7 @@ kept in the StackStorm datastore, next to (and unlike) the encrypted secrets, in
 import json
 
 from lib.deployment_secrets import datastore_key
+from lib.errors import InputError
 
 KEY_TEMPLATE = "dialog.%s.deployment"
 FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class")
@@ -42,6 +43,25 @@ def load_record(datastore, deployment):
     """The stored record, or None for a deployment never deployed (or deployed elsewhere)."""
     stored = datastore.get_value(record_key(deployment), local=False)
     return json.loads(stored) if stored else None
+
+
+def known_deployments(datastore):
+    """Names of the deployments that have a record, sorted."""
+    prefix, suffix = KEY_TEMPLATE.split("%s")
+    names = []
+    for item in datastore.list_values(local=False, prefix=prefix) or []:
+        name = getattr(item, "name", None) or ""
+        if name.startswith(prefix) and name.endswith(suffix):
+            names.append(name[len(prefix):-len(suffix)])
+    return sorted(n for n in names if n and "." not in n)
+
+
+def unknown_deployment(datastore, deployment):
+    """The error for a deployment name with no record: what an operator mistyped, or one that
+    was never deployed; it lists the known ones."""
+    return InputError("deployment", "no deployment named %r is known (dialog.deploy records "
+                      "each deployment it makes)" % (deployment,),
+                      known_deployments(datastore), listed="known deployments")
 
 
 def forget_deployment(datastore, deployment):

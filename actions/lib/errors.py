@@ -14,14 +14,16 @@ class DialogError(Exception):
 
 
 class InputError(DialogError, ValueError):
-    """A parameter a user gave is not one the pack accepts."""
+    """A parameter a user gave is not one the pack accepts: one line naming the field, what is
+    wrong with the value and, when there is a list, the values it may take ("listed" names
+    that list: "allowed values", "known deployments")."""
 
-    def __init__(self, field, message, allowed=None):
+    def __init__(self, field, message, allowed=None, listed="allowed values"):
         self.field = field
         self.allowed = list(allowed) if allowed is not None else None
         text = "%s: %s" % (field, message)
         if self.allowed is not None:
-            text += "; allowed values: %s" % ", ".join(str(a) for a in self.allowed)
+            text += "; %s: %s" % (listed, ", ".join(str(a) for a in self.allowed) or "none")
         super().__init__(text)
 
     def to_result(self):

@@ -23,6 +23,9 @@ def _server_of(catalog, tier, role, with_storage):
     for server in servers:
         if role in server["roles"]:
             return server
+    if role not in catalog.role_names:
+        raise InputError("role", "unknown value %r" % (role,),
+                         sorted({r for s in servers for r in s["roles"]}))
     raise InputError("role", "the %s tier has no %s servers%s" % (
         tier, role, "" if with_storage or role not in ("storage", "s3-gateway")
         else " without with_storage"), sorted({r for s in servers for r in s["roles"]}))
@@ -36,6 +39,12 @@ def current_counts(hosts):
         if found:
             counts[option] = found
     return counts
+
+
+def check_role(tier, role, with_storage=False, catalog=None):
+    """InputError unless the tier (with or without storage) has servers of `role`."""
+    _server_of(catalog or default_catalog(), tier, role, with_storage)
+    return role
 
 
 def scale_step(tier, role, hosts, count=None, delta=None, with_storage=False, catalog=None):
