@@ -19,7 +19,7 @@ from lib.deployment_record import record_key
 from plan import PlanAction
 from status import StatusAction
 from test_aliases import matching_aliases
-from test_workflow_deploy import CannedDialogActions, deploy, ok, raised, returned_error, timed_out
+from test_workflow_deploy import CannedDialogActions, RealPlan, deploy, raised, timed_out
 from test_workflow_scale import CannedScaleActions, scale
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,16 +106,6 @@ def troubleshooting(title):
 def answer_to(alias, command, status, result):
     execution = ce.finished(ce.alias_execution(ALIASES[alias], command), status, result)
     return ce.result_message(ALIASES[alias], execution)[0]
-
-
-class RealPlan(CannedDialogActions):
-    """The deploy workflow with the real dialog.plan (it refuses what the operator mistyped)."""
-
-    def plan(self, **options):
-        action = PlanAction(config={})
-        action.record = lambda deployment: {}
-        status, value = action.run(**options)
-        return (ok if status else returned_error)(value)
 
 
 @pytest.mark.parametrize("title,fail_once", [

@@ -13,7 +13,6 @@ import os
 import sys
 
 import pytest
-import yaml
 from jsonschema.exceptions import SchemaError, ValidationError
 from st2common.util import schema as util_schema
 from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
@@ -21,21 +20,16 @@ from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 from host_metrics_sensor import HostMetricsSensor
 from lib.deployment_record import record_key
 from lib.errors import ProviderError
+from test_sensor_host_metrics import trigger_schemas
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 URL = "http://prometheus.invalid:9091"
 POLL = 30
 
 
-def payload_schemas():
-    with open(os.path.join(ROOT, "sensors", "host_metrics_sensor.yaml"), encoding="utf-8") as fp:
-        meta = yaml.safe_load(fp)
-    return {"dialog." + t["name"]: t["payload_schema"] for t in meta["trigger_types"]}
-
-
 def st2_validate(trigger, payload):
     """What validate_trigger_payload does with a registered trigger type's payload_schema."""
-    return util_schema.validate(payload, payload_schemas()[trigger],
+    return util_schema.validate(payload, trigger_schemas()[trigger],
                                 cls=util_schema.CustomValidator, use_default=True,
                                 allow_default_none=True)
 
@@ -152,7 +146,7 @@ def test_a_wrong_payload_is_refused(trigger, change):
         st2_validate(trigger, dict(good, **change))
 
 
-@pytest.mark.parametrize("trigger", sorted(payload_schemas()))
+@pytest.mark.parametrize("trigger", sorted(trigger_schemas()))
 def test_a_payload_missing_a_field_is_refused(trigger):
     good = {t: p for t, p in every_kind_of_payload()}[trigger]
     for name in good:

@@ -420,20 +420,23 @@ def test_bad_input_fails_at_the_plan_with_the_field_named():
     assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.explain_failure"]
 
 
+class RealPlan(CannedDialogActions):
+    """The deploy workflow with the real dialog.plan (it refuses what the operator mistyped)."""
+
+    def plan(self, **options):
+        from plan import PlanAction  # pylint: disable=import-outside-toplevel
+        action = PlanAction(config={})
+        action.record = lambda deployment: {}
+        status, value = action.run(**options)
+        return (ok if status else returned_error)(value)
+
+
 @pytest.mark.parametrize("field,params", [
     ("tier", {"tier": "huge"}), ("provider", {"provider": "azure"}),
     ("droplet_class", {"provider": "digitalocean", "droplet_class": "optimised"})])
 def test_a_misspelled_value_is_refused_by_the_plan_in_one_line(field, params):
     """st2 lets the value through (no enum: it would answer with a JSON-schema dump); the
     plan, run for real here, names the field, the value and the allowed values."""
-    class RealPlan(CannedDialogActions):
-        def plan(self, **options):
-            from plan import PlanAction
-            action = PlanAction(config={})
-            action.record = lambda deployment: {}
-            status, value = action.run(**options)
-            return (ok if status else returned_error)(value)
-
     actions = RealPlan()
     result = deploy(actions, **dict({"tier": "small"}, **params))
     assert result.status == "failed"
