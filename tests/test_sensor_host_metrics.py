@@ -41,7 +41,7 @@ class ScriptedMetricsSource(object):
         return poll
 
 
-def metrics(cpu, disk=0.3, servers=3, cassandra=3, users=None):
+def metrics(cpu=0.5, disk=0.3, servers=3, cassandra=3, users=None):
     result = {
         "cpu": {"dialog-server": {"10.0.0.%d:9100" % i: cpu for i in range(1, servers + 1)},
                 "cassandra": {"10.0.1.%d:9100" % i: 0.2 for i in range(1, cassandra + 1)}},

@@ -9,7 +9,6 @@ means the same with the real st2tests (whose mock does not validate) as with the
 
 import json
 import logging
-import os
 import sys
 
 import pytest
@@ -19,12 +18,7 @@ from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from host_metrics_sensor import HostMetricsSensor
 from lib.deployment_record import record_key
-from lib.errors import ProviderError
-from test_sensor_host_metrics import trigger_schemas
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-URL = "http://prometheus.invalid:9091"
-POLL = 30
+from test_sensor_host_metrics import POLL, URL, ScriptedMetricsSource, metrics, trigger_schemas
 
 
 def st2_validate(trigger, payload):
@@ -54,30 +48,6 @@ class RecordingSensorService(object):
         self.dispatched.append((trigger, payload))
 
 
-class Source(object):
-    """PrometheusSource.fetch(), scripted: one answer per poll, None for Prometheus down."""
-
-    def __init__(self, polls):
-        self.polls = list(polls)
-
-    def fetch(self):
-        poll = self.polls.pop(0)
-        if poll is None:
-            raise ProviderError("prometheus at %s: ConnectionError" % URL)
-        return poll
-
-
-def metrics(cpu=0.5, disk=0.3, servers=3, cassandra=3, users=None):
-    result = {
-        "cpu": {"dialog-server": {"10.0.0.%d:9100" % i: cpu for i in range(1, servers + 1)},
-                "cassandra": {"10.0.1.%d:9100" % i: 0.2 for i in range(1, cassandra + 1)}},
-        "disk": {"cassandra": {"10.0.1.%d:9100" % i: disk for i in range(1, cassandra + 1)}},
-    }
-    if users is not None:
-        result["users"] = {"dialog-server": {"10.0.0.1:9100": users}}
-    return result
-
-
 def sensor_payloads(polls, tier="small-failover", servers=3, cassandra=3):
     """[(trigger, payload)] the real sensor dispatches over the scripted polls."""
     service = RecordingSensorService()
@@ -86,7 +56,9 @@ def sensor_payloads(polls, tier="small-failover", servers=3, cassandra=3):
         "groups": {"dialog-server": servers, "cassandra": cassandra}}), local=False)
     sensor = HostMetricsSensor(service, config={"autoscaling": {
         "deployments": [{"deployment": "chat", "prometheus_url": URL}]}}, poll_interval=POLL)
-    sensor._sources[URL] = Source(polls)  # pylint: disable=protected-access
+    source = ScriptedMetricsSource()
+    source.polls = list(polls)
+    sensor._sources[URL] = source  # pylint: disable=protected-access
     now = [1000000.0]
     sensor.clock = lambda: now[0]
     for _ in range(len(polls)):
