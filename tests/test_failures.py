@@ -72,7 +72,7 @@ def returned(error, **more):
      "health: Failed to load action class"),
     # sys.exit(1) after logging: the log line, without st2's logger prefix.
     ({"result": "None", "stdout": "", "exit_code": 1,
-      "stderr": "actions.python.StatusAction: ERROR    the inventory is empty\n"},
+      "stderr": "st2.actions.python.StatusAction: ERROR    the inventory is empty\n"},
      "health: crashed: the inventory is empty"),
     ({"result": "None", "stdout": "", "stderr": "", "exit_code": 137},
      "health: crashed: exited with code 137 and wrote nothing on stderr"),

@@ -42,9 +42,10 @@ CREDENTIAL_PATTERNS = [
 # A traceback's frames and notes: never the reason itself.
 _NOISE = re.compile(r"^(Traceback \(most recent call last\):|File \"|During handling of the "
                     r"above exception|The above exception was the direct cause|[\^~\s]*$)")
-# st2's python runner logs an action's self.logger as "actions.python.<Class>: LEVEL    text".
-_LOG_PREFIX = re.compile(r"^actions\.python\.\S+?\s*:\s*(?:DEBUG|INFO|WARNING|ERROR|CRITICAL|"
-                         r"AUDIT)\s+")
+# st2's python runner logs an action's self.logger as "st2.actions.python.<Class>: LEVEL    text"
+# (st2common.log.getLogger adds the "st2." to get_logger_for_python_runner_action's name).
+_LOG_PREFIX = re.compile(r"^(?:st2\.)?actions\.python\.\S+?\s*:\s*(?:DEBUG|INFO|WARNING|ERROR|"
+                         r"CRITICAL|AUDIT)\s+")
 
 # Exceptions the pack can foresee, by the module their class comes from: (prefix, what failed,
 # error class). The libraries are not imported here, so none of them is needed to run this.
