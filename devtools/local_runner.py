@@ -53,15 +53,13 @@ RUNNER_PARAMETERS = {
 }
 ORQUESTA_RUNNER_PARAMETERS = {"notify": {"type": "array", "items": {"type": "string"},
                                          "default": []}}
-SCHEMA_ANY_TYPE = {"anyOf": [{"type": t} for t in
-                             ("array", "boolean", "integer", "number", "object", "string")]}
 
 
 class RunnerError(Exception):
     """A problem StackStorm reports before the action runs (CLI exit code 2)."""
 
 
-def _validator():
+def _st2_schema():
     """st2common.util.schema: StackStorm's own where st2common imports, else the stand-in's
     port of it (CustomValidator, validate() with use_default and allow_default_none)."""
     _action_base_class()  # puts the stand-in on sys.path when st2common does not import
@@ -74,7 +72,7 @@ def _schema_errors(instance, properties, additional):
     check of st2common/services/action.py: util_schema.validate(params, schema, CustomValidator,
     use_default=True, allow_default_none=True)), one message per problem, naming the field
     (st2 stops at the first). A schema st2 refuses (SchemaError) refuses every request."""
-    util_schema = _validator()
+    util_schema = _st2_schema()
     schema = util_schema.get_schema_for_resource_parameters(
         parameters_schema=properties, allow_additional_properties=additional)
     try:

@@ -18,12 +18,7 @@ import time
 
 import pytest
 
-DEVTOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "devtools")
-if DEVTOOLS_DIR not in sys.path:  # pytest.ini has it; st2-run-pack-tests may not
-    sys.path.insert(0, DEVTOOLS_DIR)
-
-import local_runner  # noqa: E402
+import local_runner  # devtools/ is an import root (pytest.ini, tests/conftest.py)
 
 # Sleeps past its 1 s timeout. Its pid and that of a helper it starts (an SSH client, say) go to
 # a file first; a second file would appear once the sleep is over.
@@ -270,7 +265,7 @@ def test_the_action_process_has_st2s_python_path(pack):
     assert first == 0 and lib < path.index(st2_root)
     assert path[-1] == os.path.realpath(str(root / "actions"))
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    for tool_dir in (DEVTOOLS_DIR, tests_dir, os.path.dirname(tests_dir)):
+    for tool_dir in (local_runner.DEVTOOLS_DIR, tests_dir, os.path.dirname(tests_dir)):
         assert os.path.realpath(tool_dir) not in path
 
 
