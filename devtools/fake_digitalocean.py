@@ -5,8 +5,10 @@ only what the pack's DigitalOcean driver uses, shaped after the public API refer
 paths, bodies, envelopes and status codes, pagination (page, per_page, links.pages.next,
 meta.total), the tag_name filter on droplets and the name/region filters on volumes (the API
 has no tag filter there), and ratelimit-limit/-remaining/-reset headers on every response.
-Regions and droplet sizes are the catalog's. It is a test, benchmark and sandbox tool, not a
-promise about DigitalOcean's behaviour.
+Regions and droplet sizes are the catalog's; as on DigitalOcean, a size is offered in only some
+regions (GET /v2/sizes lists them per size) and a droplet of a size outside its region is refused
+with 422. GET /v2/account answers the account's limits, /v2/account/keys registers SSH keys. It is
+a test, benchmark and sandbox tool, not a promise about DigitalOcean's behaviour.
 
     with FakeDigitalOcean(boot_delay=0.2, throttle_rate=0.1, seed=1) as fake:
         profile = fake.profile()        # provider, region fra1, endpoint_url, token
@@ -19,9 +21,18 @@ throttle_rate (share of requests answered 429 at random, seeded), throttle_reset
 that 429's ratelimit-reset; every request before it is refused too, as with a real exhausted
 limit, and counted in early_requests), boot_delay (seconds a droplet stays 'new'), limits
 (droplet_limit, volume_limit, reserved_ip_limit), fail_droplets (names that end in 'archive'),
-clock (replaces time.time; a test may share it with the client's sleep).
+clock (replaces time.time; a test may share it with the client's sleep), public_network (where
+droplets' public IPv4 addresses come from; the sandbox routes it), vpc_ip_range (the range of a
+VPC created without one; default: generated /20s in 10.100.0.0/9 ...), size_regions ({size slug:
+[region slugs]} replacing SIZE_REGIONS).
+
+Addresses: a droplet's public address is the lowest free one of public_network (after its
+gateway, the first address), its private address the lowest free one of its VPC's ip_range
+(network address and the first one left out; the last two too, for the sandbox's gateway).
 """
 
+import base64
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -53,9 +64,20 @@ def _catalog_digitalocean():
 
 REGIONS, SIZES = _catalog_digitalocean()
 IMAGES = ("debian-12-x64", "debian-11-x64", "ubuntu-24-04-x64", "ubuntu-22-04-x64")
+# Sizes are not offered in every region: GET /v2/sizes lists each size's regions, and a droplet
+# created outside them is refused with 422 "Size is not available in this region." (widely
+# reported, e.g. s-2vcpu-4gb was missing from nyc3 in 2026). One such gap is kept here so that
+# the pack's region-for-size check has something to find.
+SIZE_REGIONS = {slug: [r for r in REGIONS if not (slug == "s-2vcpu-4gb" and r == "nyc3")]
+                for slug in SIZES}
 DEFAULTS = {"token": "dop_v1_fake0123456789", "seed": 0, "throttle_rate": 0.0,
             "throttle_reset": 1, "boot_delay": 0.0, "limits": None, "fail_droplets": (),
-            "clock": time.time}
+            "clock": time.time, "public_network": "198.18.0.0/16", "vpc_ip_range": None,
+            "size_regions": None}
+# DigitalOcean attaches at most 7 volumes to one droplet (Volumes limits).
+VOLUMES_PER_DROPLET = 7
+SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) "
+                        r"([A-Za-z0-9+/]+={0,3})( .*)?$")
 LIMITS = {"droplet_limit": 25, "volume_limit": 100, "reserved_ip_limit": 25}
 RATE_LIMIT = 5000           # requests per hour, as DigitalOcean documents
 MAX_RULES, MAX_FIREWALL_TAGS = 50, 5
@@ -89,9 +111,17 @@ def route(method, template):
     return register
 
 
-def _region(slug):
+def _region(slug, size_regions=None):
+    size_regions = size_regions or SIZE_REGIONS
     return {"slug": slug, "name": slug.upper(), "available": True, "features": [],
-            "sizes": sorted(SIZES)}
+            "sizes": sorted(s for s, regions in size_regions.items() if slug in regions)}
+
+
+def fingerprint(public_key):
+    """The MD5 fingerprint DigitalOcean shows for a public key (colon-separated hex)."""
+    blob = base64.b64decode(public_key.split()[1])
+    digest = hashlib.md5(blob).hexdigest()  # nosec - a fingerprint, as DigitalOcean computes it
+    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
 def _rule(rule, side):
@@ -161,15 +191,23 @@ class FakeDigitalOcean:
         with self._lock:
             self.opt = dict(self._options, **options)
             self.limits = dict(LIMITS, **(self.opt["limits"] or {}))
+            self.size_regions = {slug: list(regions) for slug, regions in
+                                 (self.opt["size_regions"] or SIZE_REGIONS).items()}
+            self.public_network = ipaddress.ip_network(self.opt["public_network"])
             self.clock, self.rng = self.opt["clock"], random.Random(self.opt["seed"])
             self.droplets, self.volumes, self.firewalls = {}, {}, {}
             self.reserved_ips, self.vpcs, self.tags = {}, {}, {}
             self.ssh_keys = {1001: {"id": 1001, "name": "dialog-deploy", "fingerprint":
                                     "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa",
                                     "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake"}}
+            self.droplet_keys = {}      # droplet id -> public keys installed for root
             self.requests, self.early_requests = [], 0
             self._ids, self._addresses = itertools.count(3000001), itertools.count(1)
+            self._key_ids = itertools.count(1002)
             self._ready, self._window, self._blocked_until = {}, deque(), 0.0
+
+    def _region(self, slug):
+        return _region(slug, self.size_regions)
 
     def resource_counts(self):
         with self._lock:
@@ -179,6 +217,32 @@ class FakeDigitalOcean:
         """Counter of 'METHOD /v2/path/{template}' over the log (one status, or all)."""
         return Counter("%s %s" % (r["method"], r["template"]) for r in self.requests
                        if status is None or r["status"] == status)
+
+    def add_ssh_key(self, name, public_key):
+        """Register a key as POST /v2/account/keys would (for setting up a sandbox)."""
+        with self._lock:
+            return self.create_ssh_key({}, {"name": name, "public_key": public_key})[1]["ssh_key"]
+
+    def snapshot(self):
+        """What DigitalOcean's own hypervisors know, read under the lock without an API call (no
+        request is logged or counted against the rate limit): {"droplets": [{"id", "name",
+        "status", "tags", "public", "private", "public_keys"}], "volumes": [{"id", "name",
+        "size_gigabytes", "droplet_ids"}]}."""
+        with self._lock:
+            self._tick()
+            droplets = []
+            for droplet in self.droplets.values():
+                v4 = droplet["networks"]["v4"]
+                droplets.append({
+                    "id": droplet["id"], "name": droplet["name"], "status": droplet["status"],
+                    "tags": list(droplet["tags"]),
+                    "public": next((n["ip_address"] for n in v4 if n["type"] == "public"), None),
+                    "private": next((n["ip_address"] for n in v4 if n["type"] == "private"),
+                                    None),
+                    "public_keys": list(self.droplet_keys.get(droplet["id"], []))})
+            volumes = [{"id": v["id"], "name": v["name"], "size_gigabytes": v["size_gigabytes"],
+                        "droplet_ids": list(v["droplet_ids"])} for v in self.volumes.values()]
+            return {"droplets": droplets, "volumes": volumes}
 
     # ---- request handling -----------------------------------------------------------------
 
@@ -251,13 +315,23 @@ class FakeDigitalOcean:
                 droplet["status"], droplet["networks"]["v4"] = "active", self._networks(droplet)
 
     def _networks(self, droplet):
-        n = next(self._addresses)
         vpc = self.vpcs.get(droplet["vpc_uuid"])
-        private = ipaddress.ip_network(vpc["ip_range"] if vpc else "10.110.0.0/20")
-        return [{"ip_address": str(ipaddress.ip_address("198.18.0.0") + n), "type": "public",
-                 "netmask": "255.254.0.0", "gateway": "198.18.0.1"},
-                {"ip_address": str(private.network_address + 1 + n % 4000), "type": "private",
+        private = ipaddress.ip_network(vpc["ip_range"] if vpc else
+                                       self.opt["vpc_ip_range"] or "10.110.0.0/20")
+        public = self.public_network
+        return [{"ip_address": self._free_address(public, "public"), "type": "public",
+                 "netmask": str(public.netmask), "gateway": str(public.network_address + 1)},
+                {"ip_address": self._free_address(private, "private"), "type": "private",
                  "netmask": str(private.netmask), "gateway": ""}]
+
+    def _free_address(self, network, kind):
+        used = {n["ip_address"] for d in self.droplets.values() for n in d["networks"]["v4"]
+                if n["type"] == kind}
+        for offset in range(2, network.num_addresses - 2):
+            address = str(network.network_address + offset)
+            if address not in used:
+                return address
+        raise unprocessable("no free %s address left in %s" % (kind, network))
 
     def _page(self, path, query, key, items):
         per_page = min(max(int(query.get("per_page", 20)), 1), 200)
@@ -294,7 +368,7 @@ class FakeDigitalOcean:
         stamp = self._created_at()
         return {"action": {"id": next(self._ids), "status": "completed", "type": kind,
                            "started_at": stamp, "completed_at": stamp, "resource_id": None,
-                           "resource_type": resource_type, "region": _region(region),
+                           "resource_type": resource_type, "region": self._region(region),
                            "region_slug": region}}
 
     def _created_at(self):
@@ -326,9 +400,21 @@ class FakeDigitalOcean:
         self.vpcs[vpc_id] = {
             "id": vpc_id, "urn": "do:vpc:" + vpc_id, "name": body["name"], "default": False,
             "region": body["region"], "description": body.get("description", ""),
-            "ip_range": body.get("ip_range") or "10.%d.0.0/20" % (100 + len(self.vpcs) % 150),
+            "ip_range": body.get("ip_range") or self._vpc_range(),
             "created_at": self._created_at()}
         return 201, {"vpc": self.vpcs[vpc_id]}
+
+    def _vpc_range(self):
+        """A range for a VPC created without one: vpc_ip_range unless a VPC has it already,
+        else a generated /20 that overlaps no other VPC."""
+        taken = [ipaddress.ip_network(v["ip_range"]) for v in self.vpcs.values()]
+        candidates = ([self.opt["vpc_ip_range"]] if self.opt["vpc_ip_range"] else []) + \
+            ["10.%d.%d.0/20" % (100 + i // 16, (i % 16) * 16) for i in range(2000)]
+        for candidate in candidates:
+            network = ipaddress.ip_network(candidate)
+            if not any(network.overlaps(t) for t in taken):
+                return candidate
+        raise unprocessable("no free VPC range left")
 
     @route("DELETE", "/v2/vpcs/{id}")
     def delete_vpc(self, _query, _body, vpc_id):
@@ -360,11 +446,12 @@ class FakeDigitalOcean:
         for field, known in (("region", REGIONS), ("size", SIZES), ("image", IMAGES)):
             if body.get(field) not in known:
                 raise unprocessable("You specified an invalid %s for Droplet creation." % field)
+        if body["region"] not in self.size_regions.get(body["size"], ()):
+            raise unprocessable("Size is not available in this region.")
         if not all(isinstance(n, str) and re.match(r"^[A-Za-z0-9.-]{1,255}$", n) for n in names):
             raise unprocessable("Name Only valid hostname characters are allowed. (a-z, A-Z, "
                                 "0-9, . and -)")
-        keys = set(self.ssh_keys) | {k["fingerprint"] for k in self.ssh_keys.values()}
-        if any(key not in keys for key in body.get("ssh_keys") or []):
+        if any(self._ssh_key(key) is None for key in body.get("ssh_keys") or []):
             raise unprocessable("ssh_keys: an SSH key was not found")
         vpc = self.vpcs.get(body.get("vpc_uuid") or "")
         if body.get("vpc_uuid") and (vpc is None or vpc["region"] != body["region"]):
@@ -379,9 +466,12 @@ class FakeDigitalOcean:
             "image": {"slug": body["image"], "distribution": body["image"].split("-")[0]},
             "size": {"slug": body["size"], "memory": memory, "vcpus": vcpus, "disk": disk},
             "size_slug": body["size"], "networks": {"v4": [], "v6": []},
-            "region": _region(body["region"]), "tags": list(body.get("tags") or []),
+            "region": self._region(body["region"]), "tags": list(body.get("tags") or []),
             "vpc_uuid": body.get("vpc_uuid") or ""}
         self.droplets[droplet["id"]] = droplet
+        # The keys go into root's authorized_keys at first boot, as cloud-init does on DO.
+        self.droplet_keys[droplet["id"]] = [self._ssh_key(k)["public_key"]
+                                            for k in body.get("ssh_keys") or []]
         self._ready[droplet["id"]] = self.clock() + self.opt["boot_delay"]
         return droplet
 
@@ -401,6 +491,7 @@ class FakeDigitalOcean:
     def _forget_droplet(self, droplet):
         """Destroying a droplet detaches its volumes and unassigns its reserved IP."""
         del self.droplets[droplet["id"]]
+        self.droplet_keys.pop(droplet["id"], None)
         for volume in self.volumes.values():
             if droplet["id"] in volume["droplet_ids"]:
                 volume["droplet_ids"].remove(droplet["id"])
@@ -429,7 +520,7 @@ class FakeDigitalOcean:
         self._touch_tags(body.get("tags"))
         volume_id = self._new_id()
         self.volumes[volume_id] = {
-            "id": volume_id, "region": _region(region), "droplet_ids": [], "name": name,
+            "id": volume_id, "region": self._region(region), "droplet_ids": [], "name": name,
             "description": body.get("description", ""), "size_gigabytes": size,
             "created_at": self._created_at(), "filesystem_type": body.get("filesystem_type", ""),
             "filesystem_label": "", "tags": list(body.get("tags") or [])}
@@ -453,6 +544,8 @@ class FakeDigitalOcean:
                 raise unprocessable("the volume is already attached to a droplet")
             if droplet["status"] == "new" or droplet["region"] != volume["region"]:
                 raise unprocessable("the droplet is not active in the volume's region")
+            if len(droplet["volume_ids"]) >= VOLUMES_PER_DROPLET:
+                raise unprocessable("a droplet holds at most %d volumes" % VOLUMES_PER_DROPLET)
             volume["droplet_ids"].append(droplet["id"])
             droplet["volume_ids"].append(volume_id)
         elif body.get("type") == "detach" and droplet["id"] in volume["droplet_ids"]:
@@ -473,7 +566,7 @@ class FakeDigitalOcean:
         if region not in REGIONS:
             raise unprocessable("droplet_id or a valid region is required")
         address = str(ipaddress.ip_address("198.19.0.0") + next(self._addresses))
-        self.reserved_ips[address] = {"ip": address, "region": _region(region),
+        self.reserved_ips[address] = {"ip": address, "region": self._region(region),
                                       "droplet": droplet, "locked": False,
                                       "project_id": str(uuid.UUID(int=1))}
         links = {"droplets": [{"id": droplet["id"], "rel": "droplet"}] if droplet else [],
@@ -510,6 +603,74 @@ class FakeDigitalOcean:
         self._get("reserved_ips", address)
         del self.reserved_ips[address]
         return 204, None
+
+    # ---- SSH keys, account, sizes, regions -------------------------------------------------
+
+    def _ssh_key(self, ident):
+        """A key by id or fingerprint (both are accepted wherever DigitalOcean takes a key)."""
+        if isinstance(ident, int) or str(ident).isdigit():
+            return self.ssh_keys.get(int(ident))
+        return next((k for k in self.ssh_keys.values() if k["fingerprint"] == ident), None)
+
+    @route("POST", "/v2/account/keys")
+    def create_ssh_key(self, _query, body):
+        name, public_key = body.get("name"), (body.get("public_key") or "").strip()
+        if not isinstance(name, str) or not name.strip():
+            raise unprocessable("Name can't be blank")
+        if not SSH_KEY_RE.match(public_key):
+            raise unprocessable("Key invalid, key should be of the format `type key [comment]`")
+        try:
+            print_ = fingerprint(public_key)
+        except ValueError:
+            raise unprocessable("Key invalid: not base64") from None
+        if any(k["fingerprint"] == print_ for k in self.ssh_keys.values()):
+            raise unprocessable("SSH Key is already in use on your account")
+        key_id = next(self._key_ids)
+        self.ssh_keys[key_id] = {"id": key_id, "name": name, "fingerprint": print_,
+                                 "public_key": public_key}
+        return 201, {"ssh_key": self.ssh_keys[key_id]}
+
+    @route("GET", "/v2/account/keys/{id}")
+    def get_ssh_key(self, _query, _body, ident):
+        key = self._ssh_key(ident)
+        if key is None:
+            raise not_found()
+        return 200, {"ssh_key": key}
+
+    @route("DELETE", "/v2/account/keys/{id}")
+    def delete_ssh_key(self, _query, _body, ident):
+        key = self._ssh_key(ident)
+        if key is None:
+            raise not_found()
+        del self.ssh_keys[key["id"]]
+        return 204, None
+
+    @route("GET", "/v2/account")
+    def get_account(self, _query, _body):
+        # The account object: droplet_limit and floating_ip_limit (reserved IPs) are the limits
+        # it documents; the volume limit is not in it.
+        return 200, {"account": {
+            "droplet_limit": self.limits["droplet_limit"],
+            "floating_ip_limit": self.limits["reserved_ip_limit"],
+            "email": "sammy@example.com", "name": "Sammy", "uuid": "b6fr89dbf6d9156cace5f3c7",
+            "email_verified": True, "status": "active", "status_message": "",
+            "team": {"uuid": "5df3e3004a17e242b7c20ca6", "name": "My Team"}}}
+
+    @route("GET", "/v2/sizes")
+    def list_sizes(self, query, _body):
+        sizes = []
+        for slug, (memory, vcpus, disk) in sorted(SIZES.items()):
+            sizes.append({"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk,
+                          "transfer": 4.0, "price_monthly": 24.0, "price_hourly": 0.0357,
+                          "regions": sorted(self.size_regions.get(slug, [])),
+                          "available": bool(self.size_regions.get(slug)),
+                          "description": "Basic"})
+        return self._page("/v2/sizes", query, "sizes", sizes)
+
+    @route("GET", "/v2/regions")
+    def list_regions(self, query, _body):
+        return self._page("/v2/regions", query, "regions",
+                          [self._region(slug) for slug in REGIONS])
 
     # ---- firewalls ------------------------------------------------------------------------
 
