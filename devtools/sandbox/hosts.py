@@ -214,6 +214,19 @@ def _write(path, data, mode=0o644):
     os.chmod(path, mode)
 
 
+def _volume_mounts(internal):
+    """Boot lines (helper DISK, issue 12) giving the host its own /dev/disk/by-id, where
+    sandbox/volumes.py links its volumes' loop devices, and its own /etc/fstab, which the
+    deploy edits and which, like a root disk's, survives a stop and start (fresh=False)."""
+    by_id, fstab = os.path.join(internal, "by-id"), os.path.join(internal, "fstab")
+    os.makedirs(by_id, exist_ok=True)
+    if not os.path.exists(fstab):
+        _write(fstab, "# /etc/fstab of a sandbox host: <file system> <mount point> <type> "
+                      "<options> <dump> <pass>\n")
+    return ["mkdir -p /dev/disk/by-id", "mount --bind '%s' /dev/disk/by-id" % by_id,
+            "mount --bind '%s' /etc/fstab" % fstab]
+
+
 class _Host:  # pylint: disable=too-many-instance-attributes
     def __init__(self, name, address, namespace, veth, root):
         self.name = name
@@ -547,6 +560,9 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             lines.append("mount --bind '%s' '%s'" % (source, target))
         lines += [
             "mount --bind '%s' /etc/hosts" % os.path.join(internal, "hosts"),
+        ]
+        lines += _volume_mounts(internal)  # helper DISK (issue 12): by-id devices and fstab
+        lines += [
             "mkdir -p /run/sshd",
             "exec %s -D -e -f '%s'" % (SSHD, os.path.join(internal, "sshd_config")),
             "",
