@@ -1,4 +1,5 @@
 from dialog_action import DialogAction, reports_errors
+from lib.cloud.preflight import PreflightFailed, preflight, render
 from lib.providers.base import summarize
 from lib.tables import render_changes, render_hosts
 
@@ -16,6 +17,12 @@ class ProvisionAction(DialogAction):
                                    storage_nodes=storage_nodes, dialog_servers=dialog_servers,
                                    droplet_class=droplet_class)
         driver = self.driver(settings, plan["provider"], plan["region"])
+        # Every setting known to be wrong is reported before the first mutating call.
+        report = preflight(settings, plan, driver)
+        print(render(report))
+        print()
+        if not report["ok"]:
+            raise PreflightFailed(report)
         changes = driver.reconcile(plan, dry_run=dry_run)
         hosts = driver.inventory(plan["deployment"])
         print(render_changes(changes, dry_run=dry_run))
