@@ -178,6 +178,10 @@ class FakeDigitalOcean:
         return "http://127.0.0.1:%d" % self._server.server_address[1]
 
     @property
+    def endpoint_url(self):
+        return self.url
+
+    @property
     def token(self):
         return self.opt["token"]
 
@@ -226,8 +230,8 @@ class FakeDigitalOcean:
     def snapshot(self):
         """What DigitalOcean's own hypervisors know, read under the lock without an API call (no
         request is logged or counted against the rate limit): {"droplets": [{"id", "name",
-        "status", "tags", "public", "private", "public_keys"}], "volumes": [{"id", "name",
-        "size_gigabytes", "droplet_ids"}]}."""
+        "status", "tags", "public", "private", "public_keys", "reserved_ips"}], "volumes":
+        [{"id", "name", "size_gigabytes", "droplet_ids"}]}."""
         with self._lock:
             self._tick()
             droplets = []
@@ -239,7 +243,10 @@ class FakeDigitalOcean:
                     "public": next((n["ip_address"] for n in v4 if n["type"] == "public"), None),
                     "private": next((n["ip_address"] for n in v4 if n["type"] == "private"),
                                     None),
-                    "public_keys": list(self.droplet_keys.get(droplet["id"], []))})
+                    "public_keys": list(self.droplet_keys.get(droplet["id"], [])),
+                    "reserved_ips": sorted(
+                        ip for ip, r in self.reserved_ips.items()
+                        if (r["droplet"] or {}).get("id") == droplet["id"])})
             volumes = [{"id": v["id"], "name": v["name"], "size_gigabytes": v["size_gigabytes"],
                         "droplet_ids": list(v["droplet_ids"])} for v in self.volumes.values()]
             return {"droplets": droplets, "volumes": volumes}

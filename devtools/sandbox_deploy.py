@@ -38,6 +38,7 @@ from lib.providers.aws import VPC_CIDR  # noqa: E402
 from lib.tables import render_status  # noqa: E402
 from sandbox.hosts import SandboxHosts, preflight  # noqa: E402
 from sandbox.hypervisor import Hypervisor  # noqa: E402
+import sandbox_digitalocean  # noqa: E402
 
 # Dialog's registries are gone, so its images are configuration; the stand-in runtime needs only
 # names. A real profile names the images in the operator's registry.
@@ -47,12 +48,18 @@ SANDBOX_IMAGES = {"dialog_server": "sandbox.local/dialog-server:1", "web_app":
 
 
 SANDBOX_SECRETS = ("aws_access_key_id", "aws_secret_access_key")
+SANDBOX_KEY_NAME = "dialog-sandbox"
 
 
 def sandbox_values(emulator, hosts, datastore):
     """The pack config an operator would write for the sandbox. The emulator's credentials go
     into the datastore, encrypted, and the profile references them, as the README says."""
+    # As an operator does once per account: the key pair new instances get (preflight checks
+    # that ssh_key_names are registered).
+    emulator.client().import_key_pair(KeyName=SANDBOX_KEY_NAME,
+                                      PublicKeyMaterial=hosts.ssh_public_key.encode())
     profile = emulator.profile(ssh_user="root", ssh_key_file=hosts.ssh_key_path,
+                               ssh_key_names=[SANDBOX_KEY_NAME],
                                admin_networks=["%s/32" % hosts.gateway],
                                images=dict(SANDBOX_IMAGES))
     del profile["name"]  # the emulator's label for its own tests; the config schema refuses it
@@ -91,10 +98,17 @@ class Sandbox(object):
 
 
 @contextlib.contextmanager
-def sandbox(boot_delay=0.0):
+def sandbox(boot_delay=0.0, provider="aws", **delays):
     """Start the AWS emulator, the host network and the hypervisor; tear all down on exit."""
     workdir = tempfile.mkdtemp(prefix="dialog-sandbox-")
     try:
+        if provider == "digitalocean":  # helper DO (issue 12): the fake DigitalOcean API
+            with sandbox_digitalocean.digitalocean_cloud(workdir, boot_delay, **delays) as (
+                    fake, hosts):
+                datastore = local_runner.MemoryDatastore()
+                yield Sandbox(fake, hosts, sandbox_digitalocean.sandbox_values(
+                    fake, hosts, datastore, SANDBOX_IMAGES), datastore, workdir)
+            return
         with AwsEmulator() as emulator, \
                 SandboxHosts(os.path.join(workdir, "hosts"), cidr=VPC_CIDR,
                              boot_delay=boot_delay) as hosts:
@@ -142,8 +156,9 @@ def main(argv):
     boot_delay = float(params.pop("boot_delay", "0"))
     params.setdefault("tier", "small")
     params.setdefault("provider", "aws")
-    if params["provider"] != "aws":
-        print("the sandbox emulates AWS only (provider=aws)", file=sys.stderr)
+    if params["provider"] not in ("aws", "digitalocean"):
+        print("the sandbox emulates provider=aws and provider=digitalocean only",
+              file=sys.stderr)
         return 2
     problems = preflight()
     if problems:
@@ -155,10 +170,11 @@ def main(argv):
                                              local_runner.parameter_schemas(meta))
     status = 1
     started = time.perf_counter()
-    with sandbox(boot_delay) as box:
+    with sandbox(boot_delay, provider=params["provider"]) as box:
         try:
-            print("== sandbox: AWS emulator at %s, hosts on %s via %s"
-                  % (box.emulator.endpoint_url, VPC_CIDR, box.hosts.gateway), flush=True)
+            print("== sandbox: %s API at %s, hosts on %s via %s"
+                  % (params["provider"], box.emulator.endpoint_url, box.hosts.network,
+                     box.hosts.gateway), flush=True)
             print("== dialog.deploy %s (first run)" % " ".join(argv), flush=True)
             ok, result, _ = box.run("dialog.deploy", typed)
             output = result.get("output") or {}

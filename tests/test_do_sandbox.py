@@ -124,7 +124,7 @@ class Hosts:
 
     def __init__(self, public_key):
         self.ssh_public_key = public_key
-        self.booted, self.killed, self.egress = {}, [], {}
+        self.booted, self.killed, self.egress, self.public = {}, [], {}, {}
 
     @property
     def hosts(self):
@@ -136,8 +136,14 @@ class Hosts:
     def kill(self, name):
         self.killed.append(name)
 
+    def ready(self, name):
+        return name in self.booted
+
     def set_egress(self, name, allowed):
         self.egress[name] = allowed
+
+    def set_public_address(self, name, address):
+        self.public[name] = address
 
 
 class Devices:
@@ -180,8 +186,11 @@ def test_hypervisor_boots_active_droplets_with_the_key_and_follows_their_volumes
     droplet = fake.snapshot()["droplets"][0]
     assert (booted["address"], booted["public_address"]) == (droplet["private"],
                                                              droplet["public"])
-    assert booted["public_on_interface"] is True and booted["login_user"] is None
-    assert hosts.egress == {"db-1": True}
+    assert booted["public_on_interface"] is True and booted["login_user"] == "root"
+    assert hosts.egress == {"db-1": True} and hosts.public == {}
+    reserved = post("/v2/reserved_ips", {"droplet_id": droplet["id"]})["reserved_ip"]["ip"]
+    hypervisor.poll_once()
+    assert hosts.public == {"db-1": reserved}
     assert any("keyless" in message and "SSH key" in message
                for _, message in hypervisor.errors)
 
@@ -197,6 +206,7 @@ def test_hypervisor_boots_active_droplets_with_the_key_and_follows_their_volumes
     assert session.delete(fake.url + "/v2/droplets/%s" % droplet["id"]).status_code == 204
     hypervisor.poll_once()
     assert hosts.killed == ["db-1"]
+    assert fake.resource_counts()["reserved_ips"] == 1, "destroying a droplet keeps its IP"
     assert devices.calls[1:] == [("detach", volume["id"])]
     assert session.delete(fake.url + "/v2/volumes/%s" % volume["id"]).status_code == 204
     hypervisor.poll_once()

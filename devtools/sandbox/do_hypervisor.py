@@ -15,10 +15,14 @@ requests an hour) that the pack's calls need. Every `interval` seconds:
   is active gets a host (once), named after the droplet, with its public address on eth0 and
   its VPC address on eth1, as on DigitalOcean ("Traditional Droplet: eth0 Public IPv4, eth1
   Private IPv4", DigitalOcean docs, Private Droplets). Root logs in (DigitalOcean's images
-  install the droplet's SSH keys for root). With `require_key` (default), a host boots only
-  when the droplet was created with the sandbox's public key among its ssh_keys: a droplet
-  without it could not be logged in to, so its host is left unbooted and the reason kept in
-  ``errors``. Every droplet has egress (its public address is its own);
+  install the droplet's SSH keys for root, so login_user="root" whatever the sandbox's default
+  is). With `require_key` (default), a host boots only when the droplet was created with the
+  sandbox's public key among its ssh_keys: a droplet without it could not be logged in to, so
+  its host is left unbooted and the reason kept in ``errors``. Every droplet has egress (its
+  public address is its own);
+* a reserved IP assigned to a booted droplet reaches its host (hosts.set_public_address: like
+  DigitalOcean's anchor IP, it is translated to the droplet's own address, not put on eth0);
+  unassigned or deleted, it stops;
 * a droplet that is gone (destroyed) loses its host;
 * volumes attached to a booted droplet become block devices on its host at
   /dev/disk/by-id/scsi-0DO_Volume_<volume name> (through `devices`, a BlockDevices); a volume
@@ -41,7 +45,7 @@ BY_ID_PREFIX = "scsi-0DO_Volume_"
 class DoHypervisor(threading.Thread):
     """Keeps SandboxHosts in step with the fake API's droplets. See the module docstring.
 
-    droplets: droplet id -> {"host", "address", "public", "booted"}.
+    droplets: droplet id -> {"host", "address", "public", "reserved", "booted"}.
     volumes: volume id -> the droplet id it is attached to on a host (None: detached; its
     backing file is kept until the volume is deleted).
     errors: (droplet or volume id, message) pairs, oldest first.
@@ -90,6 +94,9 @@ class DoHypervisor(threading.Thread):
         for droplet_id, droplet in sorted(seen.items()):
             if droplet["status"] == "active":
                 self._boot(droplet)
+            record = self.droplets.get(droplet_id)
+            if record is not None and record["booted"]:
+                self._reserve(droplet, record)
         for droplet_id, record in list(self.droplets.items()):
             if droplet_id not in seen and record["booted"]:
                 self._shut_down(droplet_id, record)
@@ -114,7 +121,7 @@ class DoHypervisor(threading.Thread):
         name = record["host"] if record is not None else self._host_name(droplet)
         try:
             self.hosts.boot(name, droplet["private"], public_address=droplet["public"],
-                            public_on_interface=True, login_user=None, delay=self.boot_delay,
+                            public_on_interface=True, login_user="root", delay=self.boot_delay,
                             fresh=record is None)
             if self.egress and hasattr(self.hosts, "set_egress"):
                 self.hosts.set_egress(name, True)
@@ -125,7 +132,21 @@ class DoHypervisor(threading.Thread):
         LOG.info("booting sandbox host %s for droplet %s at %s (public %s)", name,
                  droplet["id"], droplet["private"], droplet["public"])
         self.droplets[droplet["id"]] = {"host": name, "address": droplet["private"],
-                                        "public": droplet["public"], "booted": True}
+                                        "public": droplet["public"], "reserved": None,
+                                        "booted": True}
+
+    def _reserve(self, droplet, record):
+        # DigitalOcean allows one reserved IP per droplet.
+        wanted = (droplet["reserved_ips"] or [None])[0]
+        if wanted == record["reserved"]:
+            return
+        try:
+            self.hosts.set_public_address(record["host"], wanted)
+        except SandboxError as exc:
+            self._error(droplet["id"], "cannot route reserved IP %s to %s: %s"
+                        % (wanted, record["host"], exc))
+            return
+        record["reserved"] = wanted
 
     def _shut_down(self, droplet_id, record):
         LOG.info("removing sandbox host %s (droplet %s is gone)", record["host"], droplet_id)
@@ -167,7 +188,9 @@ class DoHypervisor(threading.Thread):
                 continue
             for droplet_id in volume["droplet_ids"]:
                 record = self.droplets.get(droplet_id)
-                if record is not None and record["booted"] and droplet_id in droplets:
+                # Only once the host runs: a fresh boot empties its directories, by-id too.
+                if record is not None and record["booted"] and droplet_id in droplets and \
+                        self.hosts.ready(record["host"]):
                     self._attach(volume, droplet_id, record["host"])
 
     def _attach(self, volume, droplet_id, host):
