@@ -3,7 +3,7 @@
 from lib.errors import InputError
 
 SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-                 "digitalocean_token")
+                 "digitalocean_token", "registry_password")
 REDACTED = "********"
 
 

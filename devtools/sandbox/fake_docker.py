@@ -20,6 +20,12 @@ that the pack's real SSH bootstrap and network health checks have something to t
   Requests (RFC 5389) on every published UDP port; a port in use fails ``up`` with "port is
   already allocated". Ranges of more than 16 ports (a TURN relay range) and sctp are validated,
   not served; with ``network_mode: host`` the container ports are served.
+* Images (when installed from the sandbox mirror's package, see "Images, registries and
+  `docker login`" below): ``docker login SERVER -u USER --password-stdin`` (checked against the
+  registry, stored in ~/.docker/config.json like Docker), ``docker pull [-q] IMAGE``, ``docker
+  image inspect IMAGE...``, ``compose pull [-q] [SERVICE...]``; ``up`` pulls missing images
+  first, failing with the daemon's words ("no basic auth credentials", "unauthorized:
+  authentication required", "manifest unknown") as Docker does.
 * ``exec`` simulates ``pg_isready``, ``nodetool status|cleanup|decommission`` and
   ``/opt/docker/bin/cli create-user|admin-grant --login NAME`` (a second create of a login
   fails with "already exists"); anything else exits 127.
@@ -923,6 +929,208 @@ def control_request(record, path, timeout=30.0):
 
 
 # --------------------------------------------------------------------------------------------
+# Images, registries and `docker login`.
+#
+# Installed from the sandbox mirror's package (devtools/sandbox/mirror.py), this program finds
+# fake_docker.json beside itself: {"mirror": "ADDRESS:PORT"}. Every registry host (docker.io,
+# quay.io, the operator's) then resolves to that address, the sandbox's internet, and is
+# contacted over plain HTTP (the package marks it an insecure registry, as daemon.json's
+# insecure-registries would), with the image's registry host in the Host header. An image a
+# service needs must be pulled first (`compose up` pulls missing ones itself, like compose);
+# Dialog's images need `docker login`. Without that file (a host where the sandbox preinstalled
+# this program), images are not simulated: every image counts as present, as before.
+
+CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_docker.json")
+DOCKER_HUB = "docker.io"
+# The key real Docker stores Docker Hub's credentials under in config.json.
+DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
+PULL_TIMEOUT = 300.0
+
+
+def runtime_config():
+    return read_json(CONFIG_FILE)
+
+
+def parse_reference(image):
+    """(registry, repository, tag or digest) the way Docker reads an image reference: a first
+    path component with a '.' or ':' (or "localhost") is a registry host, else Docker Hub, whose
+    single-name repositories live under library/."""
+    name, _, digest = image.partition("@")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+    else:
+        registry, path = DOCKER_HUB, name
+    tag = None
+    if ":" in path.rsplit("/", 1)[-1]:
+        path, tag = path.rsplit(":", 1)
+    if registry == DOCKER_HUB and "/" not in path:
+        path = "library/" + path
+    return registry, path, digest or tag or "latest"
+
+
+def docker_config_path():
+    """Where `docker login` keeps credentials: $DOCKER_CONFIG, else ~/.docker (real Docker)."""
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return os.path.join(base, "config.json")
+
+
+def _auth_key(registry):
+    return DOCKER_HUB_AUTH_KEY if registry == DOCKER_HUB else registry
+
+
+def stored_auth(registry):
+    entry = (read_json(docker_config_path(), {}) or {}).get("auths", {}).get(_auth_key(registry))
+    return (entry or {}).get("auth")
+
+
+def registry_request(registry, path, auth=None, method="GET", timeout=PULL_TIMEOUT):
+    """(status, body) of an HTTP request to `registry` (through the mirror). DockerError with
+    the daemon's words when it cannot be reached."""
+    mirror = runtime_config()["mirror"]
+    url = "http://%s%s" % (mirror, path)
+    request = urllib.request.Request(url, method=method, headers={"Host": registry})
+    if auth:
+        request.add_header("Authorization", "Basic " + auth)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        words = getattr(reason, "strerror", None) or str(reason)
+        raise DockerError('Error response from daemon: Get "http://%s/v2/": dial tcp %s: '
+                          'connect: %s' % (registry, mirror, str(words).lower())) from None
+
+
+def image_store():
+    return read_json(_path("images.json"), {}) or {}
+
+
+def image_present(image):
+    return runtime_config() is None or image in image_store()
+
+
+def pull_image(image):
+    """Pull one image through the mirror; its digest. DockerError with Docker's messages."""
+    if runtime_config() is None:
+        return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+    registry, repository, reference = parse_reference(image)
+    auth = stored_auth(registry)
+    manifest = "/v2/%s/manifests/%s" % (repository, reference)
+    status, body = registry_request(registry, manifest, auth)
+    where = 'Head "http://%s%s"' % (registry, manifest)
+    if status == 401 and not auth:
+        raise DockerError("Error response from daemon: %s: no basic auth credentials" % where)
+    if status == 401:
+        raise DockerError("Error response from daemon: %s: unauthorized: authentication "
+                          "required" % where)
+    if status == 404:
+        raise DockerError("Error response from daemon: manifest for %s not found: manifest "
+                          "unknown: manifest unknown" % image)
+    if status != 200:
+        raise DockerError("Error response from daemon: %s: received unexpected HTTP status: %d"
+                          % (where, status))
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    with locked_state():  # the image store shares the state's lock
+        images = image_store()
+        images[image] = {"digest": digest, "pulled": time.time()}
+        write_json(_path("images.json"), images)
+    return digest
+
+
+def cmd_pull(args):
+    options, names = parse_args(args, flags=("-q", "--quiet"), positional=True)
+    if len(names) != 1:
+        raise DockerError('"docker pull" requires exactly 1 argument.')
+    image = names[0]
+    digest = pull_image(image)
+    if not (options.get("-q") or options.get("--quiet")):
+        print("%s: Pulling from %s" % (image.rsplit(":", 1)[-1] if ":" in image else "latest",
+                                       parse_reference(image)[1]))
+        print("Digest: %s\nStatus: Downloaded newer image for %s" % (digest, image))
+    print(image)
+    return 0
+
+
+def cmd_image(args):
+    if args[:1] != ["inspect"]:
+        raise DockerError("the sandbox's fake docker simulates `docker image inspect` only")
+    _, names = parse_args(args[1:], positional=True)
+    if not names:
+        raise DockerError('"docker image inspect" requires at least 1 argument.')
+    store, found = image_store(), []
+    for name in names:
+        if not image_present(name):
+            print("[]")
+            raise DockerError("Error response from daemon: No such image: %s" % name)
+        found.append({"Id": (store.get(name) or {}).get("digest", ""), "RepoTags": [name]})
+    print(json.dumps(found, indent=4))
+    return 0
+
+
+def cmd_login(args):
+    options, servers = parse_args(args, flags=("--password-stdin",),
+                                  valued=("-u", "--username", "-p", "--password"),
+                                  positional=True)
+    if len(servers) > 1:
+        raise DockerError('"docker login" requires at most 1 argument.')
+    server = servers[0] if servers else DOCKER_HUB
+    user = options.get("-u") or options.get("--username")
+    password = options.get("-p") or options.get("--password")
+    if options.get("--password-stdin"):
+        if password:
+            raise DockerError("--password and --password-stdin are mutually exclusive")
+        if not user:
+            raise DockerError("Must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    elif password:
+        sys.stderr.write("WARNING! Using --password via the CLI is insecure. Use "
+                         "--password-stdin.\n")
+    if not user or not password:
+        raise DockerError("Error: Cannot perform an interactive login from a non TTY device")
+    if runtime_config() is not None:
+        auth = binascii.b2a_base64(("%s:%s" % (user, password)).encode(), newline=False)
+        status, _ = registry_request(server, "/v2/", auth.decode(), timeout=30)
+        if status != 200:
+            raise DockerError("Error response from daemon: login attempt to http://%s/v2/ "
+                              "failed with status: %d %s" % (
+                                  server, status, "Unauthorized" if status == 401 else "Error"))
+    path = docker_config_path()
+    config = read_json(path, {}) or {}
+    config.setdefault("auths", {})[_auth_key(server)] = {"auth": binascii.b2a_base64(
+        ("%s:%s" % (user, password)).encode(), newline=False).decode()}
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent="\t")
+    os.replace(path + ".tmp", path)
+    sys.stderr.write("WARNING! Your password will be stored unencrypted in %s.\nConfigure a "
+                     "credential helper to remove this warning. See\nhttps://docs.docker.com/"
+                     "engine/reference/commandline/login/#credential-stores\n\n" % path)
+    print("Login Succeeded")
+    return 0
+
+
+def pull_services(project, names, quiet=False):
+    """Pull the images of the named services (compose prints a line per service); stops at the
+    first failure, as compose does, with the daemon's error."""
+    for service in names:
+        image = project["services"][service]["image"]
+        if not quiet:
+            progress(service, "Pulling", kind="")
+        try:
+            pull_image(image)
+        except DockerError as exc:
+            progress(service, "Error %s" % str(exc).replace("Error response from daemon: ", ""),
+                     kind="")
+            raise
+        if not quiet:
+            progress(service, "Pulled", kind="")
+
+
+# --------------------------------------------------------------------------------------------
 # The CLI.
 
 def parse_args(args, flags=(), valued=(), positional=False):
@@ -1062,6 +1270,9 @@ def compose_up(opts, args):
     if not options.get("-d"):
         raise DockerError("the sandbox's fake docker runs only detached: use `up -d`")
     project = load_project(opts)
+    # Compose's default pull_policy ("missing") pulls what is not here before creating anything.
+    pull_services(project, [s for s, svc in project["services"].items()
+                            if not image_present(svc["image"])])
     with locked_state() as state:
         orphans = _project_records(project, state, orphans=True)
         if orphans and options.get("--remove-orphans"):
@@ -1095,6 +1306,17 @@ def compose_up(opts, args):
             progress(name, "Starting")
             start_container(project, service, state)
             progress(name, "Started")
+    return 0
+
+
+def compose_pull(opts, args):
+    options, names = parse_args(args, flags=("-q", "--quiet"), positional=True)
+    project = load_project(opts)
+    for name in names:
+        if name not in project["services"]:
+            raise DockerError("no such service: %s" % name)
+    pull_services(project, names or list(project["services"]),
+                  quiet=bool(options.get("-q") or options.get("--quiet")))
     return 0
 
 
@@ -1235,8 +1457,9 @@ def dialog_cli(project, action, login):
 
 COMPOSE_COMMANDS = {"version": compose_version, "config": compose_config, "up": compose_up,
                     "down": compose_down, "ps": compose_ps, "exec": compose_exec,
-                    "logs": compose_logs}
-COMMANDS = {"version": cmd_version, "info": cmd_info, "compose": cmd_compose}
+                    "logs": compose_logs, "pull": compose_pull}
+COMMANDS = {"version": cmd_version, "info": cmd_info, "compose": cmd_compose, "pull": cmd_pull,
+            "image": cmd_image, "login": cmd_login}
 
 
 def main(argv):
@@ -1258,21 +1481,29 @@ def main(argv):
         return 0
 
 
-def install(bin_dir, python=None):
-    """Install this program as bin_dir/docker: a wrapper running `python` (default: this
-    interpreter; it needs PyYAML) on a copy of this file in bin_dir."""
+def package_files(python=None, config=None):
+    """{file name: (bytes, mode)} of this program as a host's bin directory gets it: `docker`, a
+    wrapper running `python` (default: this interpreter; it needs PyYAML) on fake_docker.py, a
+    copy of this file, and with `config` fake_docker.json (see runtime_config())."""
     python = os.path.abspath(python or sys.executable)
+    with open(os.path.abspath(__file__), "rb") as source:
+        files = {"fake_docker.py": (source.read(), 0o644)}
+    files["docker"] = (("#!/bin/sh\n# Sandbox stand-in for Docker (devtools/sandbox/"
+                        "fake_docker.py).\nexec '%s' \"$(dirname \"$0\")/fake_docker.py\" "
+                        "\"$@\"\n" % python.replace("'", "'\\''")).encode(), 0o755)
+    if config is not None:
+        files[os.path.basename(CONFIG_FILE)] = (json.dumps(config, indent=1).encode(), 0o644)
+    return files
+
+
+def install(bin_dir, python=None, config=None):
+    """Install this program as bin_dir/docker (see package_files()); the wrapper's path."""
     os.makedirs(bin_dir, exist_ok=True)
-    with open(os.path.abspath(__file__), encoding="utf-8") as source, \
-            open(os.path.join(bin_dir, "fake_docker.py"), "w", encoding="utf-8") as copy:
-        copy.write(source.read())
-    wrapper = os.path.join(bin_dir, "docker")
-    with open(wrapper, "w", encoding="utf-8") as handle:
-        handle.write("#!/bin/sh\n# Sandbox stand-in for Docker (devtools/sandbox/fake_docker.py)."
-                     "\nexec '%s' \"$(dirname \"$0\")/fake_docker.py\" \"$@\"\n"
-                     % python.replace("'", "'\\''"))
-    os.chmod(wrapper, 0o755)
-    return wrapper
+    for name, (data, mode) in package_files(python, config).items():
+        with open(os.path.join(bin_dir, name), "wb") as handle:
+            handle.write(data)
+        os.chmod(os.path.join(bin_dir, name), mode)
+    return os.path.join(bin_dir, "docker")
 
 
 if __name__ == "__main__":
