@@ -17,6 +17,7 @@ from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
 from lib.failures import foreseen_error, scrubber, secret_values
+from lib.hosts.ssh_path import resolve_via
 from lib.planner import build_plan, choose, validate_region
 from lib.profiles import resolve_profile
 from lib.providers import open_provider
@@ -104,6 +105,7 @@ class DialogAction(Action):
                     continue
                 if options.get(option) is None and (record.get("groups") or {}).get(group):
                     options[option] = record["groups"][group]
+        options.setdefault("ssh_address", resolve_via(settings.get("ssh_address"), provider))
         return settings, build_plan(tier, provider=provider, region=region,
                                     admin_networks=admin_networks, **options)
 
@@ -133,7 +135,7 @@ class DialogAction(Action):
     @staticmethod
     def ssh_options(settings):
         """How the bootstrap logs in, from the profile (the key text is a secret)."""
-        return {"user": settings.get("ssh_user") or "root",
+        return {"user": settings.get("ssh_user") or None,  # None: each host's image user
                 "key_file": settings.get("ssh_key_file"),
                 "private_key_text": settings.get("ssh_private_key"),
-                "via": settings.get("ssh_address") or "private"}
+                "via": resolve_via(settings.get("ssh_address"), settings.get("provider"))}

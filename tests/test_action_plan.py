@@ -125,8 +125,11 @@ class PlanActionTestCase(BaseActionTestCase):
                 self.assertEqual(rule["source"], "internal", rule)
             if rule["source"] != "public":
                 self.assertFalse({ipaddress.ip_network(c) for c in rule["cidrs"]} & WORLD, rule)
-        ssh = [r for r in plan["firewall"] if r["from_port"] == 22]
-        self.assertEqual([(r["source"], r["cidrs"]) for r in ssh], [("admin", [])])
+        ssh = [(r["role"], r["source"], r["cidrs"]) for r in plan["firewall"]
+               if r["from_port"] == 22]
+        # ssh_address defaults to jump on the clouds: admin networks reach the proxies only.
+        self.assertEqual(ssh, [("*", "admin", [])] if plan["provider"] == "static" else
+                         [("proxy", "admin", []), ("*", "internal", [])])
 
     def check_totals(self, plan):
         hosts = plan["hosts"]

@@ -33,6 +33,7 @@ import fabric
 import paramiko
 
 from lib import health
+from lib.hosts import gateways
 from lib.errors import InputError, ProviderError, ResourceFailed
 
 TLS_DIR = "/etc/dialog/tls"
@@ -53,13 +54,18 @@ _NOOP = lambda message: None  # noqa: E731
 # ----------------------------------------------------------------------------- connections
 
 def connect(address, user="root", key_file=None, private_key_text=None, port=22, timeout=30.0,
-            known_hosts=None):
+            known_hosts=None, jump=None):
     """An open fabric Connection to address:port as `user`.
 
     With key_file or private_key_text (an unencrypted ed25519, ECDSA or RSA key), only that key
     is offered: no SSH agent, no ~/.ssh keys. With neither, the agent and ~/.ssh keys are
     tried. ~/.ssh/config is not read (a runner's personal settings must not change where the
     pack connects).
+
+    jump: {"name", "address", "user", "port"} of a jump host (the deployment's proxy). The
+    runner then logs in to the jump host first (same key) and reaches address:port over a
+    direct-tcpip channel of that connection, as `ssh -J` does; one connection to a jump host
+    is shared by the sessions of a process (lib.hosts.gateways).
 
     Host keys: without `known_hosts`, a host key is accepted on first sight (kept in memory for
     this connection only, never written anywhere). The hosts are created by the pack moments
@@ -68,10 +74,12 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     absent for static hosts), and refusing unknown keys would make bootstrap impossible. The
     risk accepted is an impostor on the network path during the first connection; the user
     still authenticates with its key and no password is ever sent. Pass a known_hosts file to
-    pin keys instead: unknown or changed keys are then refused. Keys are never printed.
+    pin keys instead: unknown or changed keys are then refused. Keys are never printed. A jump
+    host's key is treated the same way, and a host behind it is checked under the address the
+    jump opens the channel to (its private address).
 
-    ProviderError when the host cannot be reached or refuses the key; InputError when
-    private_key_text is not a private key (its text is not repeated)."""
+    ProviderError when the host (or the jump host) cannot be reached or refuses the key;
+    InputError when private_key_text is not a private key (its text is not repeated)."""
     connect_kwargs = {"banner_timeout": timeout, "auth_timeout": timeout}
     if private_key_text:
         connect_kwargs["pkey"] = _load_key(private_key_text)
@@ -80,15 +88,37 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     keyed = bool(private_key_text or key_file)
     connect_kwargs["look_for_keys"] = not keyed
     connect_kwargs["allow_agent"] = not keyed
+    where = "%s@%s:%s" % (user, address, port)
+    jumped = None
+    if jump:
+        key = (jump["address"], int(jump.get("port") or 22), jump.get("user") or user, key_file,
+               private_key_text, known_hosts)
+        via = "the proxy %s (%s@%s)" % (jump.get("name") or jump["address"], key[2], key[0])
+        try:
+            gateway = gateways.acquire(key, lambda: connect(
+                key[0], key[2], key_file, private_key_text, key[1], timeout, known_hosts))
+        except ProviderError as exc:
+            raise ProviderError("%s: cannot reach it through %s: %s" % (where, via, exc)) \
+                from None
+        try:
+            connect_kwargs["sock"] = gateways.open_channel(gateway, address, port, timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            gateways.release(key, gateway)
+            raise ProviderError("%s: %s cannot open a connection to it: %s"
+                                % (where, via, _reason(exc))) from None
+        jumped = (key, gateway)
+        where += " through %s" % via
     config = fabric.Config(ssh_config=paramiko.SSHConfig(), lazy=True)
-    connection = fabric.Connection(address, user=user, port=int(port), config=config,
-                                   connect_timeout=timeout, connect_kwargs=connect_kwargs)
+    connection = gateways.JumpedConnection(address, user=user, port=int(port), config=config,
+                                           connect_timeout=timeout,
+                                           connect_kwargs=connect_kwargs)
+    if jumped:
+        connection.attach_jump(*jumped)
     if known_hosts:
         connection.client.load_host_keys(known_hosts)
         connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     else:
         connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    where = "%s@%s:%s" % (user, address, port)
     try:
         connection.open()
     except paramiko.AuthenticationException:
@@ -101,6 +131,9 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     except (paramiko.SSHException, OSError, EOFError) as exc:
         connection.close()
         raise ProviderError("%s: cannot connect: %s" % (where, _reason(exc))) from None
+    except BaseException:
+        connection.close()
+        raise
     connection.transport.set_keepalive(KEEPALIVE)
     return connection
 
@@ -126,12 +159,13 @@ def _reason(exc):
 
 
 def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, port=22,
-                 timeout=300.0, interval=2.0, name=None, known_hosts=None):
+                 timeout=300.0, interval=2.0, name=None, known_hosts=None, jump=None):
     """Connect and run `true` until it works; return the seconds waited.
 
     Every failure (refused, unreachable, key not yet installed by cloud-init) is retried every
     `interval` seconds; after `timeout` seconds, ResourceFailed naming the host and the last
-    error. A bad private_key_text fails at once (InputError)."""
+    error. With `jump` (see connect()), each attempt retries both hops: the proxy may still be
+    booting too. A bad private_key_text fails at once (InputError)."""
     started = time.monotonic()
     deadline = started + timeout
     label = "%s (%s)" % (name, address) if name else address
@@ -141,7 +175,7 @@ def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, por
         connection = None
         try:
             connection = connect(address, user, key_file, private_key_text, port, attempt,
-                                 known_hosts)
+                                 known_hosts, jump)
             status, _, _ = health.remote(connection, "true", timeout=attempt)
             if status == 0:
                 return round(time.monotonic() - started, 3)

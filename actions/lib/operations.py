@@ -11,10 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from lib import bootstrap, cassandra_ops, health
 from lib.catalog import default_catalog
 from lib.errors import DialogError, InputError, ResourceFailed
+from lib.hosts import ssh_path
 from lib.render import public_address, render_host
 from lib.stages import hosts_with
 
-SSH_ADDRESSES = ("private", "public")
 DEFAULT_SSH_WAIT = 600.0
 CHECK_CONCURRENCY = 16
 
@@ -23,35 +23,31 @@ def _noop(_message):
     return None
 
 
-def ssh_address(host, via="private"):
-    """The address the runner logs in at. `private` suits a runner inside the deployment's
-    network (or joined to it by VPN or peering); `public` a runner on the internet, and falls
-    back to the private address for hosts that have no public one."""
-    if via not in SSH_ADDRESSES:
-        raise InputError("ssh_address", "unknown way to reach hosts: %r" % (via,),
-                         list(SSH_ADDRESSES))
-    if via == "public" and host.get("public_addresses"):
-        return host["public_addresses"][0]
-    if not host.get("private_address"):
-        raise InputError("hosts", "host %s has no private address in the inventory"
-                         % host["name"])
-    return host["private_address"]
+def ssh_address(host, via="private", hosts=None):
+    """The address the runner logs in at (see lib.hosts.ssh_path for the modes); with jump, the
+    address is reached through the proxy that ssh_path.route() names."""
+    return ssh_path.route(host, via, hosts)[0]
 
 
 def _login(ssh, host):
-    """fabric connect() arguments for one host: a static host may name its own SSH user."""
-    return {"user": host.get("ssh_user") or ssh.get("user") or "root",
+    """fabric connect() arguments for one host (ssh_path.login_user says which user)."""
+    return {"user": ssh_path.login_user(host, ssh.get("user")),
             "key_file": ssh.get("key_file"), "private_key_text": ssh.get("private_key_text")}
 
 
 @contextlib.contextmanager
-def session(host, ssh, wait=None, progress=_noop):
+def session(host, ssh, wait=None, progress=_noop, hosts=None):
     """An SSH connection to a host of the inventory, closed on exit. With `wait` seconds, the
-    host is first given that long to accept SSH (a new host is still booting)."""
-    address = ssh_address(host, ssh.get("via") or "private")
+    host is first given that long to accept SSH (a new host is still booting). `hosts`, the
+    deployment's inventory, holds the proxy that ssh_address jump goes through."""
+    address, proxy = ssh_path.route(host, ssh.get("via") or "private", hosts)
     login = _login(ssh, host)
+    if proxy is not None:
+        login["jump"] = {"name": proxy["name"], "address": proxy["public_addresses"][0],
+                         "user": ssh_path.login_user(proxy, ssh.get("user"))}
+    where = address + (" through %s" % proxy["name"] if proxy is not None else "")
     if wait:
-        progress("%s: waiting for SSH at %s" % (host["name"], address))
+        progress("%s: waiting for SSH at %s" % (host["name"], where))
         waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait, **login)
         progress("%s: SSH ready after %.1fs" % (host["name"], waited))
     connection = bootstrap.connect(address, **login)
@@ -75,7 +71,8 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
     host's roles and the seconds SSH took to come up."""
     rendered = render_host(context, name)
     progress("%s: bootstrapping %s" % (name, ", ".join(rendered["roles"])))
-    with session(_host(context, name), ssh, wait=ssh_wait, progress=progress) as connection:
+    with session(_host(context, name), ssh, wait=ssh_wait, progress=progress,
+                 hosts=context["hosts"]) as connection:
         outcome = bootstrap.bootstrap_host(connection, rendered, progress=progress,
                                            health_timeout=health_timeout)
     outcome["roles"] = rendered["roles"]
@@ -88,7 +85,7 @@ def _check_host(context, host, ssh):
               "public_addresses": host.get("public_addresses") or []}
     try:
         rendered = render_host(context, host["name"])
-        with session(host, ssh) as connection:
+        with session(host, ssh, hosts=context["hosts"]) as connection:
             checks = health.run_checks(connection, rendered)
         record.update(checks=checks, healthy=all(c["ok"] for c in checks), error=None)
     except DialogError as exc:
@@ -117,7 +114,7 @@ def first_admin(context, ssh, progress=_noop):
                          "admin on")
     secrets = context["secrets"]
     rendered = render_host(context, servers[0]["name"])
-    with session(servers[0], ssh) as connection:
+    with session(servers[0], ssh, hosts=context["hosts"]) as connection:
         outcome = bootstrap.create_admin(connection, rendered, secrets["admin_login"],
                                          secrets["admin_password"])
     state = "created" if outcome["created"] else "already there"
@@ -164,7 +161,7 @@ def cassandra_decommission_check(context, ssh, leaver_name):
     leaver = _host(context, leaver_name)
     ring, free = None, {}
     for node in _survivors(context, leaver_name):
-        with session(node, ssh) as connection:
+        with session(node, ssh, hosts=context["hosts"]) as connection:
             if ring is None:
                 ring = cassandra_ops.ring(connection, render_host(context, node["name"]))
             free[node["private_address"]] = cassandra_ops.free_bytes(connection)
@@ -173,7 +170,7 @@ def cassandra_decommission_check(context, ssh, leaver_name):
 
 def cassandra_cleanup(context, ssh, name, progress=_noop):
     host = _host(context, name)
-    with session(host, ssh) as connection:
+    with session(host, ssh, hosts=context["hosts"]) as connection:
         cassandra_ops.cleanup(connection, render_host(context, name))
     progress("%s: nodetool cleanup done" % name)
     return {"host": name, "cleanup": "done"}
@@ -184,7 +181,8 @@ def cassandra_decommission(context, ssh, name, progress=_noop):
     leaver = _host(context, name)
     observer = _survivors(context, name)[0]
     progress("%s: nodetool decommission (streams its data to the others)" % name)
-    with session(leaver, ssh) as connection, session(observer, ssh) as watcher:
+    with session(leaver, ssh, hosts=context["hosts"]) as connection, \
+            session(observer, ssh, hosts=context["hosts"]) as watcher:
         cassandra_ops.decommission(connection, render_host(context, name), watcher,
                                    render_host(context, observer["name"]))
     progress("%s: left the ring" % name)

@@ -10,6 +10,7 @@ import re
 from lib.catalog import (DROPLET_CLASSES, PROVIDERS, count_is_allowed, default_catalog,
                          describe_counts, parse_port_range)
 from lib.errors import InputError
+from lib.hosts.ssh_path import firewall_rules
 
 # Host names are "<deployment>-<server group>-<index>"; the longest group name is
 # "dialog-server" and indexes stay below 100, so 40 characters keep names within one DNS label.
@@ -155,8 +156,9 @@ def _firewall(catalog, servers, admin_networks):
 
 def build_plan(tier, provider="aws", region=None, deployment="dialog", with_storage=False,
                cassandra_nodes=None, storage_nodes=None, droplet_class="standard",
-               admin_networks=None, dialog_servers=None, catalog=None):
-    """Validate every input, then expand the tier into hosts, addresses and firewall rules."""
+               admin_networks=None, dialog_servers=None, catalog=None, ssh_address=None):
+    """Validate every input, then expand the tier into hosts, addresses and firewall rules.
+    ssh_address "jump" opens SSH from admin_networks on the proxies only (hosts.ssh_path)."""
     catalog = catalog or default_catalog()
     tier = choose("tier", tier, catalog.tier_names)
     provider = choose("provider", provider, list(PROVIDERS))
@@ -208,7 +210,7 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
         "capacity": dict(spec["capacity"]),
         "hosts": hosts,
         "floating_ips": floating,
-        "firewall": _firewall(catalog, servers, networks),
+        "firewall": firewall_rules(_firewall(catalog, servers, networks), ssh_address),
         "public_ips": sum(h["public_ips"] for h in hosts) + len(floating),
         "totals": {
             "hosts": len(hosts),

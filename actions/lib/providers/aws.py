@@ -17,6 +17,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as 
                                  PartialCredentialsError, WaiterError)
 
 from lib.catalog import default_catalog
+from lib.cloud.login_users import aws_login_users
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import validate_deployment_name
 from lib.profiles import SECRET_FIELDS
@@ -110,6 +111,7 @@ def _record(raw):
         "eni": nic.get("NetworkInterfaceId"),
         "private_ips": [p["PrivateIpAddress"] for p in ips],
         "launched": str(raw.get("LaunchTime", "")),
+        "image": raw.get("ImageId"),
         "devices": {m["DeviceName"]: m["Ebs"]["VolumeId"]
                     for m in raw.get("BlockDeviceMappings") or [] if "Ebs" in m},
         "auto_delete": {m["Ebs"]["VolumeId"] for m in raw.get("BlockDeviceMappings") or []
@@ -393,7 +395,11 @@ class Driver(base.Driver):
                 for volume in self._describe("describe_volumes", "Volumes", Filters=[{
                         "Name": "attachment.instance-id", "Values": ids[start:start + 100]}]):
                     volumes[volume["VolumeId"]] = volume
+            users = aws_login_users(lambda **p: self._describe("describe_images", "Images", **p),
+                                    [i["image"] for i in instances])
         hosts = [self._host(deployment, i, addresses, volumes) for i in instances]
+        for host, instance in zip(hosts, instances):    # the image's SSH user (ssh_path)
+            host.update(image=instance["image"], login_user=users.get(instance["image"]))
         return sorted(hosts, key=lambda h: h["name"])
 
     def _host(self, deployment, instance, addresses, volumes):

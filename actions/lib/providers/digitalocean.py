@@ -24,6 +24,7 @@ import pydo
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 
+from lib.cloud.login_users import DIGITALOCEAN_USER
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
 from lib.providers import base
 
@@ -435,6 +436,7 @@ class Driver(base.Driver):
             "private_address": private[0] if private else None,
             "public_addresses": public + reserved,
             "volumes": volumes,
+            "login_user": DIGITALOCEAN_USER,    # droplets let root in (lib.hosts.ssh_path)
         }
 
     # ---- reconcile: surplus ---------------------------------------------------------------

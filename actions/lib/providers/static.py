@@ -30,6 +30,8 @@ def _host_record(given, deployment):
     }
     if given.get("ssh_user"):
         record["ssh_user"] = given["ssh_user"]
+    # The operator's servers: the host's ssh_user, else the profile's, else root (ssh_path).
+    record["login_user"] = given.get("ssh_user") or "root"
     return record
 
 

@@ -1,0 +1,1 @@
+"""Provider-side checks and resources shared by the cloud drivers."""

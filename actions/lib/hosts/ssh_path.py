@@ -1,0 +1,103 @@
+"""How the action runner reaches a host over SSH: which address, through which jump host, as
+which user.
+
+Modes (the profile's `ssh_address`):
+
+* ``private``: the host's private address. For a runner inside the deployment's network (or
+  joined to it by VPN or peering), and the default for static servers, which the operator
+  already reaches.
+* ``public``: the host's public address; hosts without one are still reached privately.
+* ``jump``: proxies (and mini's single host, which is also its proxy) at their public
+  address; every other host at its private address, through an SSH channel opened on the
+  first proxy (`ssh -J` does the same). The default on AWS and DigitalOcean: the pack creates a
+  new network the runner is not part of, and only the proxies need port 22 open to
+  admin_networks (see firewall_rules()).
+
+Login user: a static host's own `ssh_user`, else the profile's `ssh_user`, else the image's
+login user that the provider put in the inventory record (`login_user`: `admin` on Debian's AWS
+images, `ubuntu` on Ubuntu's, `root` on DigitalOcean), else root for records from before
+login_user existed.
+"""
+
+from lib.errors import InputError
+
+SSH_ADDRESSES = ("private", "public", "jump")
+DEFAULT_SSH_ADDRESS = {"aws": "jump", "digitalocean": "jump", "static": "private"}
+SSH_PORT = 22
+JUMP_ROLE = "proxy"
+
+
+def resolve_via(value, provider):
+    """The profile's ssh_address, or the provider's default when it sets none."""
+    if value in (None, ""):
+        return DEFAULT_SSH_ADDRESS.get(provider or "aws", "private")
+    if value not in SSH_ADDRESSES:
+        raise InputError("ssh_address", "unknown way to reach hosts: %r" % (value,),
+                         list(SSH_ADDRESSES))
+    return value
+
+
+def _private(host):
+    if not host.get("private_address"):
+        raise InputError("hosts", "host %s has no private address in the inventory"
+                         % host["name"])
+    return host["private_address"]
+
+
+def _public(host):
+    return (host.get("public_addresses") or [None])[0]
+
+
+def jump_hosts(hosts):
+    """The proxies that can carry a jump: those with a public address, by name."""
+    return sorted((h for h in hosts or [] if JUMP_ROLE in (h.get("roles") or [])
+                   and _public(h)), key=lambda h: h["name"])
+
+
+def route(host, via, hosts=None):
+    """(address, jump host record or None): where the runner connects for `host`."""
+    via = resolve_via(via, None) if via else "private"
+    if via == "public":
+        return _public(host) or _private(host), None
+    if via == "private":
+        return _private(host), None
+    if JUMP_ROLE in (host.get("roles") or []) and _public(host):
+        return _public(host), None
+    proxies = jump_hosts(hosts)
+    if not proxies:
+        raise InputError("ssh_address", "jump needs a proxy host with a public address to reach "
+                         "%s through, and the inventory has none; use private or public"
+                         % host["name"], list(SSH_ADDRESSES))
+    return _private(host), proxies[0]
+
+
+def login_user(host, profile_user=None):
+    """The user to log in as on `host` (see the module docstring)."""
+    if host.get("ssh_user"):
+        return host["ssh_user"]
+    if profile_user:
+        return profile_user
+    if "login_user" not in host:
+        return "root"
+    if not host["login_user"]:
+        raise InputError("ssh_user", "cannot tell the login user of %s's image%s; set the "
+                         "profile's ssh_user (admin on Debian, ubuntu on Ubuntu)"
+                         % (host["name"], " (%s)" % host["image"] if host.get("image") else ""))
+    return host["login_user"]
+
+
+def firewall_rules(rules, via):
+    """The plan's firewall with SSH opened for the chosen path: with jump, admin_networks reach
+    port 22 on the proxies only, and the proxies reach every host's port 22 inside the
+    deployment (the jump's second hop starts on the proxy)."""
+    if via != "jump":
+        return rules
+    result = []
+    for rule in rules:
+        if rule["role"] == "*" and rule["source"] == "admin" and \
+                rule["from_port"] <= SSH_PORT <= rule["to_port"]:
+            result.append(dict(rule, role=JUMP_ROLE))
+            result.append(dict(rule, source="internal", cidrs=[]))
+        else:
+            result.append(rule)
+    return result
