@@ -197,6 +197,7 @@ def _model(context, host, images, catalog):
         "with_storage": bool(context.get("with_storage")),
         "host": host, "address": host["private_address"], "roles": roles,
         "public_address": public_address(host),
+        "provider": context.get("provider"),    # turnserver.conf's address mapping
         "hosts": by_index(hosts), "images": images, "secrets": context.get("secrets") or {},
         "cluster_name": "%s-%s" % (PROJECT, deployment),
         "postgres_primary": postgres[0] if postgres else None,
