@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from lib import bootstrap, cassandra_ops, health
+from lib.cloud import preflight
 from lib.providers import aws, base, digitalocean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,11 +110,14 @@ def bounds(monkeypatch):
         "aws_fresh": recorded_wait_bound(monkeypatch, lambda: aws_driver._fresh(
             lambda **params: None)),  # pylint: disable=protected-access
         "do_wait": do_wait,
+        # preflight: per Dialog image a manifest HEAD, a token request and the HEAD again.
+        "registry_probes": 3 * preflight.REGISTRY_TIMEOUT * sum(
+            len(keys) for keys in preflight.ROLE_IMAGES.values()),
     }
 
 
 def provision_waits(b):
-    return {
+    waits = {
         "aws": {"instances running": b["aws_wait"], "surplus addresses released": b["aws_wait"],
                 "surplus instances terminated": b["aws_wait"],
                 "surplus security groups free": b["aws_wait"],
@@ -123,6 +127,9 @@ def provision_waits(b):
                          "droplets active": b["do_wait"], "volumes attached": b["do_wait"]},
         "static": {},
     }
+    for path in waits.values():
+        path["preflight's registry probes"] = b["registry_probes"]
+    return waits
 
 
 def destroy_waits(b):
@@ -160,6 +167,7 @@ def worst_cases(b):
         "provision": max(provision_waits(b).values(), key=lambda path: sum(path.values())),
         "destroy": max(destroy_waits(b).values(), key=lambda path: sum(path.values())),
         # Provider reads, the datastore and the catalog only.
+        "preflight": {"registry probes": b["registry_probes"]},
         "inventory": {}, "plan": {}, "bootstrap_order": {}, "register_deployment": {},
         "scale_release": {}, "explain_failure": {},
     }

@@ -287,7 +287,13 @@ def test_the_sandbox_registers_its_config_with_encrypted_credentials(tmp_path):
     from sandbox_autoscale import POLL  # pylint: disable=import-outside-toplevel
     from aws_emulator import AwsEmulator  # pylint: disable=import-outside-toplevel
     store = local_runner.MemoryDatastore()
-    hosts = types.SimpleNamespace(ssh_key_path=str(tmp_path / "key"), gateway="10.40.0.1")
+    # pylint: disable=import-outside-toplevel
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    hosts = types.SimpleNamespace(ssh_key_path=str(tmp_path / "key"), gateway="10.40.0.1",
+                                  ssh_public_key=public)
     with AwsEmulator() as emulator:
         values = sandbox_deploy.sandbox_values(emulator, hosts, store)
         box = sandbox_deploy.Sandbox(emulator, hosts, values, store, str(tmp_path))

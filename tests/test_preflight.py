@@ -168,6 +168,23 @@ def test_a_missing_private_key_and_half_registry_credentials_are_named(emu, tmp_
     assert "not a key at all" not in repr(report)
 
 
+def test_no_key_at_all_is_named_unless_the_runner_has_one_of_its_own(emu, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    plan = build_plan("small", "aws", admin_networks=ADMIN)
+    report, _ = run_aws(good_aws(emu, ssh_private_key=None), plan)
+    assert "neither is set" in problem(report, "ssh_private_key or ssh_key_file")
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text(KEY)
+    assert run_aws(good_aws(emu, ssh_private_key=None), plan)[0]["ok"]
+    (tmp_path / "key").write_text("ssh-ed25519 AAAA public half only")
+    report, _ = run_aws(good_aws(emu, ssh_private_key=None, ssh_key_file=str(tmp_path / "key")),
+                        plan)
+    found = problem(report, "ssh_key_file")
+    assert "holds no unencrypted ed25519, ECDSA or RSA private key" in found
+
+
 # ---- account limits -------------------------------------------------------------------------
 
 def test_aws_vcpu_quota_too_small_for_the_plan_is_reported(emu):

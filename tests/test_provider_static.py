@@ -4,6 +4,8 @@ import contextlib
 import io
 import socket
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from st2tests.base import BaseActionTestCase
 
 from destroy import DestroyAction
@@ -24,8 +26,16 @@ SMALL_HOSTS = [
      "roles": ["postgres", "cassandra"]},
     {"name": "db2", "address": "10.0.0.7", "roles": ["cassandra"]},
 ]
+# What dialog.provision's preflight asks of any profile: Dialog's images and a private key.
+DEPLOYABLE = {"images": {"dialog_server": "registry.example.com/dialog/server:2",
+                         "web_app": "registry.example.com/dialog/web-app:2",
+                         "dashboard": "registry.example.com/dialog/dashboard:2",
+                         "push": "registry.example.com/dialog/push:2"},
+              "ssh_private_key": ed25519.Ed25519PrivateKey.generate().private_bytes(
+                  serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                  serialization.NoEncryption()).decode()}
 CONFIG = {"default_profile": "onprem",
-          "profiles": {"onprem": {"provider": "static", "hosts": SMALL_HOSTS},
+          "profiles": {"onprem": dict(DEPLOYABLE, provider="static", hosts=SMALL_HOSTS),
                        "cloud": {"provider": "aws", "region": "eu-west-1",
                                  "endpoint_url": "http://127.0.0.1:9",
                                  "aws_secret_access_key": "s3cr3t-value"}}}

@@ -106,13 +106,17 @@ def check_registry(profile, plan, _driver):
     if bool(user) != bool(password):
         return ["registry_username and registry_password: set both or neither (only %s is "
                 "set)" % ("registry_username" if user else "registry_password")]
-    registry = _registry_host(profile.get("registry"))
-    if not registry:
-        return []
     try:
         images = resolve_images(profile.get("images"))
     except InputError:
         return []       # check_images says why
+    # As the bootstrap logs in: to the profile's registry, else to images.dialog_server's. A
+    # profile naming neither a registry nor credentials pulls anonymously and is not probed.
+    registry = _registry_host(profile.get("registry"))
+    if not registry and user and images.get("dialog_server"):
+        registry = _split_ref(images["dialog_server"])[0]
+    if not registry:
+        return []
     refs = sorted({images[key] for role in _roles(plan) & set(ROLE_IMAGES)
                    for key in ROLE_IMAGES[role] if images.get(key)})
     refs = [ref for ref in refs if _split_ref(ref)[0] == registry]
@@ -257,7 +261,8 @@ def _registered_keys(provider, driver):
 
 
 def check_private_key(profile, _plan, _driver):
-    """The bootstrap needs a private key: ssh_private_key's text or a readable ssh_key_file."""
+    """The bootstrap needs a private key: ssh_private_key's text, a readable ssh_key_file, or
+    (neither set) what paramiko falls back to: the runner's SSH agent or ~/.ssh/id_*."""
     text, path = profile.get("ssh_private_key"), profile.get("ssh_key_file")
     if text:
         if not _parses(text):
@@ -265,11 +270,34 @@ def check_private_key(profile, _plan, _driver):
                     "(the value is not shown)"]
         return []
     if path:
-        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                readable = _parses(handle.read())
+        except (OSError, UnicodeDecodeError):
             return ["ssh_key_file: %s is not a readable file on this action runner" % path]
+        if not readable:
+            return ["ssh_key_file: %s holds no unencrypted ed25519, ECDSA or RSA private key"
+                    % path]
         return []
-    return ["ssh_private_key or ssh_key_file: neither is set; give the private half of a key "
-            "in ssh_key_names (ssh_private_key, secret, or a file path in ssh_key_file)"]
+    if _runner_has_key():
+        return []
+    return ["ssh_private_key or ssh_key_file: neither is set, and this action runner has no "
+            "SSH agent key or ~/.ssh/id_* file; give the private key the bootstrap logs in "
+            "with (ssh_private_key, secret, or a path on the action runners in ssh_key_file)"]
+
+
+def _runner_has_key():
+    home = os.path.expanduser("~/.ssh")
+    if any(os.access(os.path.join(home, name), os.R_OK)
+           for name in ("id_ed25519", "id_ecdsa", "id_rsa")):
+        return True
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return False
+    agent = paramiko.Agent()
+    try:
+        return bool(agent.get_keys())
+    finally:
+        agent.close()
 
 
 def _parses(text):
