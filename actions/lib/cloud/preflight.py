@@ -390,7 +390,7 @@ def _aws_quota(driver):
         if code in SKIP_CODES or code.endswith("Exception"):
             raise Skipped("Service Quotas answered %s for %s; the vCPU limit was not "
                           "checked" % (code, STANDARD_VCPU_QUOTA)) from None
-        raise
+        raise driver._translate(exc, None, None) from None  # pylint: disable=protected-access
     except BotoCoreError as exc:
         raise Skipped("Service Quotas is not reachable (%s); the vCPU limit was not checked"
                       % type(exc).__name__) from None
