@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from lib import bootstrap, health
+from lib import bootstrap, cassandra_ops, health
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
 from sandbox.hosts import SandboxError, SandboxHosts, preflight
@@ -101,6 +101,9 @@ def test_blank_volume_is_formatted_once_mounted_by_uuid_and_holds_the_data(sandb
     on_device = subprocess.run(["debugfs", "-R", "cat /marker", record["loop"]],
                                capture_output=True, text=True, check=True).stdout
     assert on_device.strip() == "ring-data"
+
+    # The decommission check measures this 20 MiB volume, not the root disk.
+    assert cassandra_ops.free_bytes(connection) < 20 * 1024 * 1024
 
     second = volumes.ensure_volumes(connection, rendered((name, MOUNT)))
     assert second == [dict(first[0], formatted=False, mounted=False)]

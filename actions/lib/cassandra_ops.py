@@ -11,11 +11,13 @@ import time
 from lib import health
 from lib.errors import ResourceFailed
 from lib.scaling import REPLICATION_FACTOR
+from lib.hosts.volumes import DATA_DIRS
 
 UNITS = {"B": 1, "bytes": 1, "KiB": 1024, "KB": 1024, "MiB": 1024 ** 2, "MB": 1024 ** 2,
          "GiB": 1024 ** 3, "GB": 1024 ** 3, "TiB": 1024 ** 4, "TB": 1024 ** 4}
 ROW = re.compile(r"^([UD][NLJM])\s+(\S+)\s+([\d.]+)\s*(\S+)")
 NODETOOL_TIMEOUT = 3600.0  # cleanup and decommission stream data
+CASSANDRA_DATA = DATA_DIRS["cassandra"]
 
 
 def _last_line(text):
@@ -55,8 +57,10 @@ def cleanup(connection, rendered):
     _nodetool(connection, rendered, ["cleanup"], NODETOOL_TIMEOUT)
 
 
-def free_bytes(connection, path="/var/lib/dialog"):
-    """Free space of the filesystem holding `path` on the host (POSIX df, 1K blocks)."""
+def free_bytes(connection, path=CASSANDRA_DATA):
+    """Free space of the filesystem holding `path` on the host (POSIX df, 1K blocks). The
+    default, Cassandra's data directory, is its data volume's mount point where it has one
+    (lib.hosts.volumes), so this measures the volume, not the root disk."""
     status, out, _ = health.remote(connection, "df -Pk %s | tail -n 1" % shlex.quote(path),
                                    timeout=60)
     if status != 0 or len(out.split()) < 4:
@@ -106,3 +110,100 @@ def decommission(connection, rendered, observer=None, observer_rendered=None, ti
             raise ResourceFailed("%s still in the cassandra ring %gs after decommission"
                                  % (rendered["host"], timeout))
         time.sleep(interval)
+
+
+# ---- replication (issue 12) ------------------------------------------------------------------
+# Dialog names no keyspaces (its server creates them at its first start, through the
+# akka-persistence journal and snapshot settings), so every keyspace that is not Cassandra's
+# own is Dialog's. Each gets NetworkTopologyStrategy with RF = min(3, nodes) in the ring's
+# datacenter (CASSANDRA_DC in the compose file, read back from `nodetool status`).
+
+SYSTEM_KEYSPACES = ("system", "system_auth", "system_distributed", "system_schema",
+                    "system_traces", "system_views", "system_virtual_schema")
+NTS = "NetworkTopologyStrategy"
+DATACENTER = re.compile(r"^Datacenter:\s*(\S+)", re.M)
+REPLICATION_LINE = re.compile(r"^\s*(\{.*\})\s*$", re.M)
+CQL_TIMEOUT = 120.0
+
+
+def wanted_rf(nodes):
+    return max(1, min(REPLICATION_FACTOR, int(nodes)))
+
+
+def _cqlsh(connection, rendered, statement, timeout=CQL_TIMEOUT):
+    command = health.sudo_prefix(connection) + "docker compose -p %s -f %s exec -T cassandra " \
+        "cqlsh %s -e %s" % (shlex.quote(rendered["project"]), shlex.quote(rendered["compose_file"]),
+                            shlex.quote(rendered["address"]), shlex.quote(statement))
+    status, out, err = health.remote(connection, command, timeout=timeout)
+    if status != 0:
+        raise ResourceFailed("%s (cassandra): cqlsh %r failed: %s" % (
+            rendered["host"], statement.split(" WITH ")[0], _last_line(err) or _last_line(out)
+            or "exit %s" % status))
+    return out
+
+
+def datacenters(status_text):
+    """The datacenter names of `nodetool status` output, in order."""
+    return DATACENTER.findall(status_text)
+
+
+def dialog_keyspaces(connection, rendered):
+    """Every keyspace but Cassandra's own (DESCRIBE KEYSPACES)."""
+    names = _cqlsh(connection, rendered, "DESCRIBE KEYSPACES").split()
+    return sorted(n for n in names if n not in SYSTEM_KEYSPACES)
+
+
+def replication_of(connection, rendered, keyspace):
+    """The keyspace's replication map from system_schema ({'class': ..., dc or
+    'replication_factor': 'N'})."""
+    out = _cqlsh(connection, rendered, "SELECT replication FROM system_schema.keyspaces WHERE "
+                 "keyspace_name = '%s'" % keyspace)
+    found = REPLICATION_LINE.search(out)
+    if not found:
+        raise ResourceFailed("%s (cassandra): keyspace %s has no replication settings"
+                             % (rendered["host"], keyspace))
+    return dict(re.findall(r"'([^']*)':\s*'([^']*)'", found.group(1)))
+
+
+def current_rf(replication, dc):
+    """The copies a replication map keeps in `dc` (SimpleStrategy: its replication_factor)."""
+    if replication.get("class", "").endswith(NTS):
+        return int(replication.get(dc) or 0)
+    return int(replication.get("replication_factor") or 0)
+
+
+def ensure_replication(connection, rendered, nodes, peers=(), progress=None):
+    """Set RF = min(3, nodes) with NetworkTopologyStrategy on every Dialog keyspace, over
+    `connection` to one Cassandra node; never lowers an RF. Where the RF rises, `nodetool repair
+    -full KEYSPACE` follows, on this node and on `peers` ([(connection, rendered)] of the other
+    nodes) when the ring is larger than the new RF (a node repairs only the ranges it holds).
+    Returns [{"keyspace", "before", "after", "repaired"}] for every Dialog keyspace."""
+    say = progress or (lambda line: None)
+    dcs = datacenters(_nodetool(connection, rendered, ["status"], 120))
+    if len(dcs) != 1:
+        raise ResourceFailed("%s (cassandra): expected one datacenter in `nodetool status`, "
+                             "found %s" % (rendered["host"], ", ".join(dcs) or "none"))
+    dc, rf = dcs[0], wanted_rf(nodes)
+    results = []
+    for keyspace in dialog_keyspaces(connection, rendered):
+        replication = replication_of(connection, rendered, keyspace)
+        before = current_rf(replication, dc)
+        entry = {"keyspace": keyspace, "before": before, "after": before, "repaired": False}
+        results.append(entry)
+        if replication.get("class", "").endswith(NTS) and before >= rf:
+            continue
+        after = max(rf, before)
+        _cqlsh(connection, rendered, "ALTER KEYSPACE \"%s\" WITH replication = {'class': '%s', "
+               "'%s': %d}" % (keyspace, NTS, dc, after))
+        entry["after"] = after
+        say("%s: keyspace %s replication %s, RF %d -> %d in %s" % (
+            rendered["host"], keyspace, NTS, before, after, dc))
+        if after > before:
+            targets = [(connection, rendered)] + (list(peers) if nodes > after else [])
+            for target, target_rendered in targets:
+                _nodetool(target, target_rendered, ["repair", "-full", keyspace],
+                          NODETOOL_TIMEOUT)
+            entry["repaired"] = True
+            say("%s: nodetool repair -full %s done on %d node(s)" % (
+                rendered["host"], keyspace, len(targets)))
+    return results

@@ -9,6 +9,7 @@ targets carry it works.
 import requests
 
 from lib.errors import ProviderError
+from lib.hosts import volumes
 
 # Fractions 0..1, except load (per core) and users (a count).
 QUERIES = {
@@ -20,7 +21,10 @@ QUERIES = {
     "disk": "max by (role, instance) (1 - node_filesystem_avail_bytes{mountpoint=~\"%(mount)s\"}"
             " / node_filesystem_size_bytes{mountpoint=~\"%(mount)s\"})",
 }
-DATA_MOUNTS = "/var/lib/dialog.*|/var/lib/cassandra.*|/var/lib/postgresql.*|/var/lib/ceph.*"
+# The mount points of the data volumes (lib.hosts.volumes): "disk" is the fullest data
+# filesystem of a host. A host without a mounted data volume has no such series, rather than
+# reporting its root disk. PromQL anchors =~ at both ends.
+DATA_MOUNTS = volumes.data_mounts_regex()
 TIMEOUT = 10.0
 
 

@@ -42,21 +42,23 @@ def data_mount(roles):
     return dirs[0] if len(dirs) == 1 else DATA_ROOT
 
 
+def data_mounts_regex():
+    """A regular expression matching every mount point rendered_volumes gives (and no other):
+    for Prometheus' node_filesystem_* series of the data volumes."""
+    dirs = "|".join(sorted(re.escape(d[len(DATA_ROOT) + 1:]) for d in DATA_DIRS.values()))
+    return "%s(/(%s))?(/volume-[0-9]+)?" % (re.escape(DATA_ROOT), dirs)
+
+
 def rendered_volumes(host):
     """[{"device", "mount", "purpose"}] for the inventory host's data volumes (render_host's
-    "volumes"). A data volume without a device path cannot be found on the host: error."""
+    "volumes"). "device" is None when the inventory does not name one (a record written before
+    providers did): ensure_volumes then stops with a message instead of writing to the root
+    disk."""
     volumes = [v for v in host.get("volumes") or [] if v.get("purpose") in MOUNTED_PURPOSES]
     mount = data_mount(host.get("roles") or [])
-    result = []
-    for number, volume in enumerate(volumes):
-        device = volume.get("device")
-        if not device or not SAFE_PATH.match(device):
-            raise ResourceFailed("%s: data volume %s has no usable device path (%r); the "
-                                 "provider's inventory should name /dev/disk/by-id/..."
-                                 % (host["name"], volume.get("id"), device))
-        result.append({"device": device, "purpose": volume["purpose"],
-                       "mount": mount if number == 0 else "%s/volume-%d" % (mount, number)})
-    return result
+    return [{"device": volume.get("device"), "purpose": volume["purpose"],
+             "mount": mount if number == 0 else "%s/volume-%d" % (mount, number)}
+            for number, volume in enumerate(volumes)]
 
 
 def _last_line(text):
@@ -92,8 +94,10 @@ def ensure_volumes(connection, rendered, progress=None, wait=DEVICE_WAIT):
     for volume in volumes:
         for key in ("device", "mount"):
             if not SAFE_PATH.match(volume.get(key) or ""):
-                raise ResourceFailed("%s: volume %s %r is not an absolute path" % (
-                    label, key, volume.get(key)))
+                raise ResourceFailed("%s: a %s volume's %s is %r, not an absolute path; the "
+                                     "provider's inventory names each volume's device (run "
+                                     "dialog.deploy again to refresh it)" % (
+                                         label, volume.get("purpose"), key, volume.get(key)))
         args += [volume["device"], volume["mount"]]
     if progress:
         progress("%s: volumes %s" % (label, ", ".join(
