@@ -106,6 +106,8 @@ class DialogAction(Action):
                 if options.get(option) is None and (record.get("groups") or {}).get(group):
                     options[option] = record["groups"][group]
         options.setdefault("ssh_address", resolve_via(settings.get("ssh_address"), provider))
+        # Prometheus opened to the StackStorm host's networks (helper CLOUD, issue 12).
+        options.setdefault("monitoring_networks", settings.get("monitoring_networks"))
         return settings, build_plan(tier, provider=provider, region=region,
                                     admin_networks=admin_networks, **options)
 

@@ -196,6 +196,7 @@ KINDS = [  # counted kind, describe operation, result key, id key
     ("route_tables", "describe_route_tables", "RouteTables", "RouteTableId"),
     ("network_interfaces", "describe_network_interfaces", "NetworkInterfaces",
      "NetworkInterfaceId"),
+    ("nat_gateways", "describe_nat_gateways", "NatGateways", "NatGatewayId"),
 ]
 
 
@@ -209,6 +210,9 @@ class Snapshot:
                               if i["State"]["Name"] in LIVE_STATES]
         default = {v["VpcId"] for v in found["vpcs"] if v.get("IsDefault")}
         found["vpcs"] = [v for v in found["vpcs"] if v["VpcId"] not in default]
+        # AWS lists a deleted NAT gateway for about an hour; it costs and holds nothing.
+        found["nat_gateways"] = [n for n in found["nat_gateways"]
+                                 if n["State"] not in ("deleted", "failed")]
         found["subnets"] = [s for s in found["subnets"] if s["VpcId"] not in default]
         found["security_groups"] = [g for g in found["security_groups"]
                                     if g["GroupName"] != "default"]
@@ -247,8 +251,12 @@ class Snapshot:
                  if v["State"] != "in-use"]
         found += ["address %s is not associated" % a["PublicIp"] for a in mine["addresses"]
                   if a.get("NetworkInterfaceId") not in interfaces]
+        # moto reports a NAT gateway's interface as available; AWS has it in use by the gateway.
+        nat = {a.get("NetworkInterfaceId") for g in self.resources["nat_gateways"]
+               for a in g.get("NatGatewayAddresses") or []}
         found += ["network interface %s is %s" % (n["NetworkInterfaceId"], n.get("Status"))
-                  for n in mine["network_interfaces"] if n.get("Status") != "in-use"]
+                  for n in mine["network_interfaces"]
+                  if n.get("Status") != "in-use" and n["NetworkInterfaceId"] not in nat]
         if deployment is not None:
             for kind, _, _, id_key in KINDS:
                 ids = {r[id_key] for r in mine[kind]}

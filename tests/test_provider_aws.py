@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from aws_emulator import DEBIAN_IMAGE, DEBIAN_OWNER, AwsEmulator, Throttler, error_response
-from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
+from lib.errors import CredentialsError, InputError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import build_plan
 from lib.providers import aws, open_provider
 from lib.providers.base import TAG_DEPLOYMENT, CallLog
@@ -46,13 +46,17 @@ def plan_for(tier="small-failover", with_storage=False, **kwargs):
 
 
 def expected_counts(plan):
+    """A network of its own: a public and a private subnet with a route table each, one NAT
+    gateway whose Elastic IP and network interface come on top of the hosts' ones; mini, whose
+    only host holds Elastic IPs, has the public subnet only."""
     roles = {r for h in plan["hosts"] for r in h["roles"]}
+    nat = int(any(h["public_ips"] == 0 for h in plan["hosts"]) and plan["tier"] != "mini")
     return {"instances": len(plan["hosts"]),
             "volumes": sum(len(h["disks"]) for h in plan["hosts"]),
-            "addresses": plan["public_ips"],
+            "addresses": plan["public_ips"] + nat,
             "security_groups": len(roles) + 1,
-            "vpcs": 1, "subnets": 1, "internet_gateways": 1, "route_tables": 1,
-            "network_interfaces": len(plan["hosts"])}
+            "vpcs": 1, "subnets": 1 + nat, "internet_gateways": 1, "route_tables": 1 + nat,
+            "network_interfaces": len(plan["hosts"]) + nat, "nat_gateways": nat}
 
 
 ZERO = dict.fromkeys(expected_counts(plan_for("mini")), 0)
@@ -243,6 +247,7 @@ def test_dry_run_lists_the_changes_and_changes_nothing(emu):
     assert kinds[("create", "host")] == len(plan["hosts"])
     assert kinds[("create", "address")] == plan["public_ips"]
     assert kinds[("create", "vpc")] == 1
+    assert kinds[("create", "nat-gateway")] == 1 and kinds[("create", "subnet")] == 2
 
     real = make_driver(emu)
     assert real.reconcile(plan) == listed, "a dry run lists what the real run does"
@@ -307,11 +312,13 @@ def test_a_crash_after_any_mutating_call_converges_on_the_next_run(emu):
           % (total, total, time.monotonic() - started))
 
 
-def crash_after_first(emu, plan, operation):
-    """Provision until just after the first `operation` succeeded, then die."""
+def crash_after_first(emu, plan, operation, after=None):
+    """Provision until just after the first `operation` (the first after the operation
+    `after`, when given) succeeded, then die."""
     clean = make_driver(emu)
     clean.reconcile(plan)
-    k = clean.calls.mutating.index(operation) + 1
+    start = clean.calls.mutating.index(after) + 1 if after else 0
+    k = clean.calls.mutating.index(operation, start) + 1
     emu.reset()
     with pytest.raises(Crash):
         make_driver(emu, calls=CrashAfter(k)).reconcile(plan)
@@ -320,9 +327,10 @@ def crash_after_first(emu, plan, operation):
 
 def test_a_crash_between_allocate_and_associate_never_allocates_twice(emu):
     plan = plan_for("small-failover")
-    crash_after_first(emu, plan, "AllocateAddress")
-    (orphan,) = emu.client().describe_addresses()["Addresses"]
-    assert "AssociationId" not in orphan
+    # The NAT gateway's address comes first; the crash hits the first host address.
+    crash_after_first(emu, plan, "AllocateAddress", after="CreateNatGateway")
+    (orphan,) = [a for a in emu.client().describe_addresses()["Addresses"]
+                 if "AssociationId" not in a]
     rerun = make_driver(emu)
     rerun.reconcile(plan)
     calls = collections.Counter(rerun.calls.mutating)
@@ -437,19 +445,104 @@ def test_size_drift_is_reported_not_acted_on(emu):
     assert driver.calls.mutating == []
 
 
-def test_given_network_is_used_and_left_in_place(emu):
+def operator_network(emu, egress="nat"):
+    """A VPC and subnet of the operator's: egress "nat" (0.0.0.0/0 to a NAT gateway in a
+    public subnet of its own), "igw" (to an internet gateway) or None (no default route)."""
     client = emu.client()
     vpc = client.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    if egress:
+        igw = client.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        client.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        table = client.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+        client.associate_route_table(RouteTableId=table, SubnetId=subnet)
+        target = {"GatewayId": igw}
+        if egress == "nat":
+            edge = client.create_subnet(VpcId=vpc, CidrBlock="10.9.0.0/24")["Subnet"]["SubnetId"]
+            eip = client.allocate_address(Domain="vpc")["AllocationId"]
+            target = {"NatGatewayId": client.create_nat_gateway(
+                SubnetId=edge, AllocationId=eip)["NatGateway"]["NatGatewayId"]}
+        client.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", **target)
+    return vpc, subnet
+
+
+def test_given_network_is_used_and_left_in_place(emu):
+    client = emu.client()
+    vpc, subnet = operator_network(emu, "nat")
+    before = emu.resource_counts()
     driver = make_driver(emu, profile=emu.profile(vpc_id=vpc, subnet_id=subnet))
     plan = plan_for("small")
     changes = driver.reconcile(plan)
     assert not [c for c in changes if c["kind"] in ("vpc", "subnet", "route-table")]
     assert {i["SubnetId"] for i in instances(emu)} == {subnet}
     assert emu.resource_counts("dialog")["vpcs"] == 0
+    assert emu.resource_counts("dialog")["nat_gateways"] == 0, "the operator's NAT serves"
     driver.destroy("dialog")
     assert emu.resource_counts("dialog") == ZERO
     assert client.describe_subnets(SubnetIds=[subnet])["Subnets"]
+    assert emu.resource_counts() == before, "the operator's network is left as it was"
+
+
+@pytest.mark.parametrize("egress,tier,refused", [
+    (None, "mini", "has no default route (0.0.0.0/0)"),
+    ("igw", "small", "dialog-cassandra-1, dialog-dialog-server-1"),
+    ("igw", "mini", None)])
+def test_given_subnet_without_egress_is_refused_before_any_change(emu, egress, tier, refused):
+    vpc, subnet = operator_network(emu, egress)
+    before = emu.resource_counts()
+    driver = make_driver(emu, profile=emu.profile(vpc_id=vpc, subnet_id=subnet))
+    if refused is None:     # every mini host holds a public address: the IGW is its way out
+        driver.reconcile(plan_for(tier))
+        assert emu.resource_counts("dialog")["instances"] == 1
+        return
+    with pytest.raises(ProviderError) as caught:
+        driver.reconcile(plan_for(tier))
+    text = str(caught.value)
+    assert subnet in text and refused in text and "NAT gateway" in text
+    assert driver.calls.mutating == []
+    assert emu.resource_counts() == before
+
+
+def test_new_network_sends_private_hosts_out_through_one_nat_gateway(emu):
+    plan = plan_for("small-failover")
+    dry = make_driver(emu)
+    listed = dry.reconcile(plan, dry_run=True)
+    assert [(c["action"], c["name"]) for c in listed if c["kind"] == "nat-gateway"] == [
+        ("create", "dialog-nat")]
+    driver = make_driver(emu)
+    assert driver.reconcile(plan) == listed
+    assert collections.Counter(driver.calls.mutating)["CreateNatGateway"] == 1
+    client = emu.client()
+    (nat,) = [n for n in client.describe_nat_gateways()["NatGateways"]
+              if n["State"] == "available"]
+    assert {"Key": TAG_DEPLOYMENT, "Value": "dialog"} in nat["Tags"]
+    subnets = {s["SubnetId"]: {t["Key"]: t["Value"] for t in s["Tags"]}["dialog:network"]
+               for s in client.describe_subnets(Filters=[
+                   {"Name": "tag:" + TAG_DEPLOYMENT, "Values": ["dialog"]}])["Subnets"]}
+    assert subnets[nat["SubnetId"]] == "public"
+    routes = {}
+    for table in client.describe_route_tables(Filters=[
+            {"Name": "tag:" + TAG_DEPLOYMENT, "Values": ["dialog"]}])["RouteTables"]:
+        (default,) = [r for r in table["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+        for association in table["Associations"]:
+            routes[association["SubnetId"]] = default
+    private = [s for s, side in subnets.items() if side == "private"]
+    assert len(private) == 1 and routes[private[0]]["NatGatewayId"] == nat["NatGatewayId"]
+    assert routes[nat["SubnetId"]]["GatewayId"].startswith("igw-")
+    where = {{t["Key"]: t["Value"] for t in i["Tags"]}["Name"]: subnets[i["SubnetId"]]
+             for i in instances(emu)}
+    assert {n for n, side in where.items() if side == "public"} == {
+        "dialog-proxy-1", "dialog-proxy-2", "dialog-voice-1", "dialog-voice-2"}
+
+    again = make_driver(emu)
+    assert again.reconcile(plan) == [] and again.calls.mutating == []
+    gone = make_driver(emu)
+    removed = gone.destroy("dialog")
+    assert ("delete", "nat-gateway") in {(c["action"], c["kind"]) for c in removed}
+    mutating = gone.calls.mutating
+    assert mutating.index("DeleteNatGateway") < mutating.index("DeleteSubnet")
+    assert emu.resource_counts() == ZERO
+    assert emu.orphans() == []
 
 
 def test_role_is_assumed_first_when_the_profile_names_one(emu):
@@ -602,3 +695,32 @@ def test_other_aws_errors_never_echo_a_secret(emu):
     with pytest.raises(ProviderError) as caught:
         driver.inventory("dialog")
     assert SECRET not in str(caught.value) and "OperationNotPermitted" in str(caught.value)
+
+
+# ---- monitoring reach ---------------------------------------------------------------------
+
+MONITORING = ["198.51.100.7/32"]
+
+
+@pytest.mark.parametrize("tier", ["small", "small-failover"])
+def test_monitoring_networks_reach_prometheus_on_the_web_hosts_only(emu, tier):
+    prometheus = 9091      # the catalog's web/prometheus port, as a user would check it
+    plan = plan_for(tier, monitoring_networks=MONITORING)
+    make_driver(emu).reconcile(plan)
+    roles = {h["name"]: h["roles"] for h in plan["hosts"]}
+    for name, (_, rules) in host_exposure(emu).items():
+        opened = {s for _, low, high, sources in rules if low <= prometheus <= high
+                  for s in sources if "." in s}
+        assert opened == (set(MONITORING) if "web" in roles[name] else set()), name
+    again = make_driver(emu)
+    assert again.reconcile(plan) == [] and again.calls.mutating == []
+    # Taken out of the profile, the rule goes.
+    closed = make_driver(emu)
+    assert [(c["action"], c["kind"]) for c in closed.reconcile(plan_for(tier))] == [
+        ("delete", "firewall-rule")]
+
+
+def test_monitoring_networks_refuse_the_whole_internet():
+    with pytest.raises(InputError) as caught:
+        plan_for("small", monitoring_networks=["0.0.0.0/0"])
+    assert caught.value.field == "monitoring_networks"

@@ -515,3 +515,15 @@ def test_only_idempotent_requests_are_repeated_after_a_server_error():
     assert not _RateLimitRetry.retryable("POST", 500)
     assert _RateLimitRetry.retryable("GET", 503) and _RateLimitRetry.retryable("DELETE", 502)
     assert not _RateLimitRetry.retryable("GET", 404)
+
+
+def test_monitoring_networks_reach_prometheus_on_the_web_droplets_only(fake):
+    prometheus = "9091"    # the catalog's web/prometheus port, as a user would check it
+    monitoring = ["198.51.100.7/32"]
+    plan = plan_for("small-failover", monitoring_networks=monitoring)
+    driver(fake).reconcile(plan)
+    opened = {f["name"] for f in fake.firewalls.values() for rule in f["inbound_rules"]
+              if rule["ports"] == prometheus
+              and rule["sources"].get("addresses") == monitoring}
+    assert opened == {"dialog-web"}
+    assert_rerun_is_quiet(fake, plan)

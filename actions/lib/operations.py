@@ -168,12 +168,30 @@ def cassandra_decommission_check(context, ssh, leaver_name):
     return cassandra_ops.check_decommission(leaver["private_address"], ring or [], free)
 
 
+def cassandra_replication(context, ssh, progress=_noop):
+    """cassandra_ops.ensure_replication for the deployment's ring, through its first node (the
+    others are opened too, for a repair the ring may need on every node); [] without Cassandra.
+    Call it once the dialog servers have started: they create Dialog's keyspaces."""
+    nodes = hosts_with(context["hosts"], "cassandra")
+    if not nodes:
+        return []
+    with contextlib.ExitStack() as stack:
+        opened = [(stack.enter_context(session(node, ssh, hosts=context["hosts"])),
+                   render_host(context, node["name"])) for node in nodes]
+        (connection, rendered), peers = opened[0], opened[1:]
+        return cassandra_ops.ensure_replication(connection, rendered, len(nodes), peers,
+                                                progress=progress)
+
+
 def cassandra_cleanup(context, ssh, name, progress=_noop):
+    """After a node joined: first the replication the larger ring allows (raised RF and its
+    repair; a node then keeps the ranges it still replicates), then `nodetool cleanup`."""
+    replication = cassandra_replication(context, ssh, progress)
     host = _host(context, name)
     with session(host, ssh, hosts=context["hosts"]) as connection:
         cassandra_ops.cleanup(connection, render_host(context, name))
     progress("%s: nodetool cleanup done" % name)
-    return {"host": name, "cleanup": "done"}
+    return {"host": name, "cleanup": "done", "replication": replication}
 
 
 def cassandra_decommission(context, ssh, name, progress=_noop):

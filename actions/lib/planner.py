@@ -48,17 +48,20 @@ def validate_region(catalog, provider, region):
     return region
 
 
-def _validate_networks(admin_networks):
+def _validate_networks(admin_networks, field="admin_networks", what="SSH",
+                       who="operators connect"):
+    if admin_networks is not None and not isinstance(admin_networks, (list, tuple)):
+        raise InputError(field, "give a list of CIDR networks such as [203.0.113.0/24]")
     networks = []
     for text in admin_networks or []:
         try:
             network = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise InputError("admin_networks", "%r is not a CIDR network such as 203.0.113.0/24"
+        except (TypeError, ValueError):
+            raise InputError(field, "%r is not a CIDR network such as 203.0.113.0/24"
                              % (text,)) from None
         if network.prefixlen == 0:
-            raise InputError("admin_networks", "%s would open SSH to the whole internet; name "
-                             "the networks operators connect from" % network)
+            raise InputError(field, "%s would open %s to the whole internet; name the networks "
+                             "%s from" % (network, what, who))
         networks.append(str(network))
     return networks
 
@@ -126,7 +129,7 @@ def _size(catalog, provider, server, droplet_class):
     return None, None
 
 
-def _firewall(catalog, servers, admin_networks):
+def _firewall(catalog, servers, admin_networks, monitoring_networks=()):
     rules, seen = [], set()
 
     def add(role, protocol, text, source, cidrs):
@@ -151,12 +154,17 @@ def _firewall(catalog, servers, admin_networks):
                 add(extra["role"], extra["protocol"], text, "internal", [])
     # Bootstrap needs SSH; it is open only to the networks the operator names.
     add("*", "tcp", str(SSH_PORT), "admin", admin_networks)
+    if monitoring_networks and "web" in roles_present:
+        # The autoscaling sensor on the StackStorm host queries the deployment's Prometheus.
+        add("web", "tcp", str(catalog.port("web", "prometheus")), "monitoring",
+            monitoring_networks)
     return rules
 
 
 def build_plan(tier, provider="aws", region=None, deployment="dialog", with_storage=False,
                cassandra_nodes=None, storage_nodes=None, droplet_class="standard",
-               admin_networks=None, dialog_servers=None, catalog=None, ssh_address=None):
+               admin_networks=None, dialog_servers=None, catalog=None, ssh_address=None,
+               monitoring_networks=None):
     """Validate every input, then expand the tier into hosts, addresses and firewall rules.
     ssh_address "jump" opens SSH from admin_networks on the proxies only (hosts.ssh_path)."""
     catalog = catalog or default_catalog()
@@ -166,6 +174,8 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
     deployment = validate_deployment_name(deployment)
     region = validate_region(catalog, provider, region)
     networks = _validate_networks(admin_networks)
+    monitoring = _validate_networks(monitoring_networks, "monitoring_networks", "Prometheus",
+                                    "the StackStorm host queries it")
     spec = catalog.tier(tier)
     servers = _servers_for(tier, spec, bool(with_storage))
     counts = _resolve_counts(tier, servers, bool(with_storage), [
@@ -210,7 +220,7 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
         "capacity": dict(spec["capacity"]),
         "hosts": hosts,
         "floating_ips": floating,
-        "firewall": firewall_rules(_firewall(catalog, servers, networks), ssh_address),
+        "firewall": firewall_rules(_firewall(catalog, servers, networks, monitoring), ssh_address),
         "public_ips": sum(h["public_ips"] for h in hosts) + len(floating),
         "totals": {
             "hosts": len(hosts),

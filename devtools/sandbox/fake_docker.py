@@ -824,6 +824,8 @@ def route(ctx, method, path, body):
     """(status, payload): bytes are Prometheus text, anything else is sent as JSON."""
     spec, ring = ctx["spec"], ctx["ring"]
     base = path.split("?", 1)[0]
+    if ring is not None and base == "/_fake/cql" and (ctx.get("control") or ctx["ring_port"]):
+        return cql_route(ring, method, body)  # helper SSH (issue 12)
     if ctx.get("control"):
         if ring is not None and base == "/_fake/ring":
             return 200, ring.view()
@@ -1384,6 +1386,10 @@ def compose_exec(opts, args):
             print("%s:%s - accepting connections" % (values.get("-h", "/var/run/postgresql"),
                                                      values.get("-p", "5432")))
         return 0
+    if os.path.basename(program) == "nodetool" and args[:1] == ["repair"]:
+        return nodetool_repair(record, args[1:])  # helper SSH (issue 12)
+    if os.path.basename(program) == "cqlsh":
+        return cqlsh(record, args)  # helper SSH (issue 12)
     if os.path.basename(program) == "nodetool":
         return nodetool(record, args[0] if args else "help")
     if program in ("cli", "/opt/docker/bin/cli"):
@@ -1453,6 +1459,194 @@ def dialog_cli(project, action, login):
         users[login]["admin"] = True
         print("Admin rights granted to %s" % login)
         return 0
+
+
+# --------------------------------------------------------------------------------------------
+# cqlsh -e and nodetool repair (helper SSH, issue 12): keyspaces and their replication.
+#
+# Real Cassandra keeps the schema cluster-wide: a schema change made on one node is pushed to
+# the others. Here each node's container holds the schema (persisted beside its ring state);
+# a change is applied on the node cqlsh talks to and pushed to every ring member's storage
+# port (/_fake/cql), newest version per keyspace wins. Behaviour copied from Cassandra 4.1:
+# * ALTER KEYSPACE with NetworkTopologyStrategy naming a datacenter the ring does not have
+#   fails ("Unrecognized strategy option {dc} passed to NetworkTopologyStrategy for keyspace
+#   ks", CASSANDRA-16203, since 4.0);
+# * a replication factor above the datacenter's node count is accepted, with a client warning
+#   (cqlsh prints it); only reads/writes at QUORUM would then fail (not emulated: the pack
+#   never writes);
+# * `system` and `system_schema` cannot be altered ("... is not user-modifiable").
+# `nodetool repair -full KS` fails when a replica of the keyspace is down, as a real repair
+# does; each repair is recorded (cql state "repairs") so tests can see it ran.
+
+CQL_SYSTEM = {
+    "system": {"class": "org.apache.cassandra.locator.LocalStrategy"},
+    "system_schema": {"class": "org.apache.cassandra.locator.LocalStrategy"},
+    "system_auth": {"class": "org.apache.cassandra.locator.SimpleStrategy",
+                    "replication_factor": "1"},
+    "system_distributed": {"class": "org.apache.cassandra.locator.SimpleStrategy",
+                           "replication_factor": "3"},
+    "system_traces": {"class": "org.apache.cassandra.locator.SimpleStrategy",
+                      "replication_factor": "2"},
+}
+CQL_UNMODIFIABLE = ("system", "system_schema")
+CQL_STRATEGIES = {"SimpleStrategy": "org.apache.cassandra.locator.SimpleStrategy",
+                  "NetworkTopologyStrategy":
+                  "org.apache.cassandra.locator.NetworkTopologyStrategy"}
+_CQL_LOCK = threading.Lock()
+
+
+def _cql_file(ring):
+    return ring.settings["persisted"][:-len(".json")] + "-schema.json"
+
+
+def cql_route(ring, method, body):
+    """/_fake/cql on the control socket or the storage port: GET the schema, POST merges one."""
+    with _CQL_LOCK:
+        state = read_json(_cql_file(ring), None) or {"keyspaces": {}, "repairs": []}
+        if method == "POST":
+            data = json.loads(body or b"{}")
+            for name, entry in (data.get("keyspaces") or {}).items():
+                known = state["keyspaces"].get(name)
+                if known is None or entry["version"] > known["version"]:
+                    state["keyspaces"][name] = entry
+            state["repairs"] += data.get("repairs") or []
+            write_json(_cql_file(ring), state)
+        return 200, state
+
+
+def _cql_request(record, method, payload=None):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(_path("containers", record["name"] + ".sock"))
+        data = json.dumps(payload or {}).encode()
+        sock.sendall(("%s /_fake/cql HTTP/1.1\r\nHost: local\r\nContent-Length: %d\r\n\r\n"
+                      % (method, len(data))).encode() + data)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    return json.loads(answer.partition(b"\r\n\r\n")[2])
+
+
+def _cql_push(rows, change):
+    """Push a schema change to the ring's members (a node that is down misses it)."""
+    for row in rows:
+        request = urllib.request.Request("http://%s:%d/_fake/cql" % (row["address"], RING_PORT),
+                                         data=json.dumps(change).encode(), method="POST")
+        with contextlib.suppress(OSError, urllib.error.URLError):
+            urllib.request.urlopen(request, timeout=2.0).close()
+
+
+def _cql_replication(text):
+    """{'class': ..., ...} from a CQL map literal, values as strings like system_schema."""
+    pairs = re.findall(r"'([^']*)'\s*:\s*('[^']*'|\d+)", text)
+    if not pairs:
+        raise ValueError("SyntaxException: line 1: no replication map")
+    result = {key: value.strip("'") for key, value in pairs}
+    short = result.get("class", "")
+    result["class"] = CQL_STRATEGIES.get(short, short)
+    if result["class"] not in CQL_STRATEGIES.values():
+        raise ValueError("ConfigurationException: Unable to find replication strategy class "
+                         "'%s'" % short)
+    return result
+
+
+def _cql_all(state):
+    keyspaces = {name: {"replication": dict(value)} for name, value in CQL_SYSTEM.items()}
+    keyspaces.update(state["keyspaces"])
+    return keyspaces
+
+
+def cqlsh(record, args):
+    statement = args[args.index("-e") + 1].strip().rstrip(";").strip() if "-e" in args else ""
+    if not statement:
+        sys.stderr.write("cqlsh: the sandbox's fake docker simulates `cqlsh [host] -e "
+                         "STATEMENT` only\n")
+        return 2
+    if not read_json(_path("containers", record["name"] + ".json"), {}).get("cassandra"):
+        sys.stderr.write("Connection error: ('Unable to connect to any servers', "
+                         "{'127.0.0.1:9042': ConnectionRefusedError(111, 'Connection refused')})"
+                         "\n")
+        return 1
+    state, rows = _cql_request(record, "GET"), control_request(record, "/_fake/ring")["rows"]
+    keyspaces = _cql_all(state)
+    words = statement.split()
+    upper = [w.upper() for w in words]
+    if upper[:2] == ["DESCRIBE", "KEYSPACES"] or upper[:2] == ["DESC", "KEYSPACES"]:
+        print("\n" + "  ".join(sorted(keyspaces)) + "\n")
+        return 0
+    match = re.match(r"(?is)^SELECT\s+replication\s+FROM\s+system_schema\.keyspaces\s+WHERE\s+"
+                     r"keyspace_name\s*=\s*'([^']+)'$", statement)
+    if match:
+        found = keyspaces.get(match.group(1))
+        print("\n replication\n-------------")
+        if found:
+            print(" {%s}" % ", ".join("'%s': '%s'" % item
+                                      for item in sorted(found["replication"].items())))
+        print("\n(%d rows)" % (1 if found else 0))
+        return 0
+    match = re.match(r"(?is)^(ALTER|CREATE)\s+KEYSPACE\s+(IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?\s+"
+                     r"WITH\s+replication\s*=\s*(\{.*\})(\s+AND\s+durable_writes\s*=\s*\w+)?$",
+                     statement)
+    if not match:
+        sys.stderr.write("<stdin>:1:SyntaxException: the sandbox's cqlsh simulates DESCRIBE "
+                         "KEYSPACES, SELECT replication FROM system_schema.keyspaces WHERE "
+                         "keyspace_name = '...', CREATE and ALTER KEYSPACE\n")
+        return 2
+    verb, if_not_exists, name, replication = (match.group(1).upper(), match.group(2),
+                                              match.group(3), match.group(4))
+    try:
+        wanted = _cql_replication(replication)
+        if verb == "ALTER" and name not in keyspaces:
+            raise ValueError("ConfigurationException: Cannot alter non existing keyspace '%s'."
+                             % name)
+        if verb == "ALTER" and name in CQL_UNMODIFIABLE:
+            raise ValueError("Unauthorized: %s keyspace is not user-modifiable" % name)
+        if verb == "CREATE" and name in keyspaces:
+            if if_not_exists:
+                return 0
+            raise ValueError("AlreadyExists: Keyspace '%s' already exists" % name)
+        dcs = {row["dc"] for row in rows}
+        warnings = []
+        for key, value in wanted.items():
+            if key in ("class",):
+                continue
+            if wanted["class"].endswith("NetworkTopologyStrategy") and key not in dcs:
+                raise ValueError("ConfigurationException: Unrecognized strategy option {%s} "
+                                 "passed to NetworkTopologyStrategy for keyspace %s" % (key, name))
+            members = [r for r in rows if key == "replication_factor" or r["dc"] == key]
+            if int(value) > len(members):
+                warnings.append("Your replication factor %s for keyspace %s is higher than the "
+                                "number of nodes %d for datacenter %s"
+                                % (value, name, len(members), key))
+    except ValueError as exc:
+        sys.stderr.write("<stdin>:1:%s\n" % exc)
+        return 2
+    if warnings:
+        sys.stderr.write("\nWarnings :\n%s\n\n" % "\n".join(warnings))
+    change = {"keyspaces": {name: {"replication": wanted, "version": time.time()}}}
+    _cql_request(record, "POST", change)
+    _cql_push(rows, change)     # this node too: an equal version changes nothing
+    return 0
+
+
+def nodetool_repair(record, args):
+    """`nodetool repair [-full] KEYSPACE`: every replica must be up (UN)."""
+    names = [a for a in args if not a.startswith("-")]
+    state = _cql_request(record, "GET")
+    keyspaces = _cql_all(state)
+    for name in names:
+        if name not in keyspaces:
+            sys.stderr.write("error: Keyspace [%s] does not exist.\n" % name)
+            return 1
+    down = [r["address"] for r in control_request(record, "/_fake/ring")["rows"]
+            if not r["status"].startswith("U")]
+    if down:
+        sys.stderr.write("error: Repair job has failed with the error message: Endpoint not "
+                         "alive: /%s\n" % down[0])
+        return 2
+    done = [{"keyspace": name, "full": "-full" in args, "at": time.time()}
+            for name in names or sorted(state["keyspaces"])]
+    _cql_request(record, "POST", {"repairs": done})
+    print("[%s] Repair completed successfully" % time.strftime("%Y-%m-%d %H:%M:%S"))
+    return 0
 
 
 COMPOSE_COMMANDS = {"version": compose_version, "config": compose_config, "up": compose_up,

@@ -17,6 +17,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as 
                                  PartialCredentialsError, WaiterError)
 
 from lib.catalog import default_catalog
+from lib.cloud.aws_egress import (DEFAULT_ROUTE, default_route, egress_problem,
+                                  hosts_needing_public_subnet)
 from lib.cloud.login_users import aws_login_users
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import validate_deployment_name
@@ -28,7 +30,9 @@ from lib.providers.base import (MANAGED_BY, TAG_DEPLOYMENT, TAG_GROUP, TAG_INDEX
 DEBIAN_OWNER = "136693071363"
 DEBIAN_NAME = "debian-12-amd64-*"
 VPC_CIDR = "10.40.0.0/16"
-SUBNET_CIDR = "10.40.0.0/20"
+SUBNET_CIDR = "10.40.0.0/20"           # public: proxies, hosts with EIPs, the NAT gateway
+PRIVATE_SUBNET_CIDR = "10.40.16.0/20"  # everything else, out through the NAT gateway
+PUBLIC, PRIVATE = "public", "private"
 DATA_DEVICES = "fghijklmnop"
 SESSION_NAME = "stackstorm-dialog"
 
@@ -38,7 +42,10 @@ TAG_ROLE = "dialog:role"          # security group: its role, or HOSTS for the d
 TAG_HOST = "dialog:host"          # elastic IP: the host it belongs to
 TAG_SLOT = "dialog:slot"          # elastic IP: which of the host's addresses (1-based)
 TAG_FLOATING = "dialog:floating"  # elastic IP: the plan's floating address name
+TAG_NET = "dialog:network"        # subnet, route table: public or private (none: public)
+TAG_NAT = "dialog:nat"            # elastic IP, NAT gateway: the deployment's egress
 HOSTS = "hosts"
+NAT_LIVE = ["pending", "available"]
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 READ_PREFIXES = ("Describe", "Get", "List")
@@ -170,14 +177,22 @@ class _State:
 
     def __init__(self, deployment):
         self.deployment = deployment
-        self.vpc = self.subnet = self.gateway = self.route_table = None
-        self.vpc_id = self.subnet_id = None
+        self.vpc = self.gateway = None
+        self.vpc_id = None
+        self.subnets = {}       # PUBLIC/PRIVATE -> subnet (both the operator's when given)
+        self.route_tables = {}  # PUBLIC/PRIVATE -> route table the pack made
+        self.nat = None         # the deployment's NAT gateway (pending or available)
+        self.nat_addresses = []     # Elastic IPs tagged for the NAT gateway
         self.own_network = True
         self.groups = {}        # role key -> security group
         self.instances = []     # _record() of every live instance
         self.addresses = []
         self.image = None
         self.created = set()    # host keys launched in this run
+
+    def subnet_id(self, side):
+        subnet = self.subnets.get(side)
+        return subnet["SubnetId"] if subnet else None
 
     def group_key(self, group_id):
         for key, group in self.groups.items():
@@ -333,7 +348,9 @@ class Driver(base.Driver):
         return sorted(found, key=lambda i: (i["launched"], i["id"]))
 
     def _addresses(self, deployment):
-        return self._describe("describe_addresses", "Addresses", Filters=self._ours(deployment))
+        """The hosts' Elastic IPs (the NAT gateway's one is not a host's)."""
+        found = self._describe("describe_addresses", "Addresses", Filters=self._ours(deployment))
+        return [a for a in found if TAG_NAT not in _tags(a)]
 
     def _read(self, deployment):
         state = _State(deployment)
@@ -343,7 +360,10 @@ class Driver(base.Driver):
                                     Filters=self._ours(deployment, *extra)):
             state.groups.setdefault(_tags(group).get(TAG_ROLE), group)
         state.instances = self._instances(deployment)
-        state.addresses = self._addresses(deployment)
+        everything = self._describe("describe_addresses", "Addresses",
+                                    Filters=self._ours(deployment))
+        state.addresses = [a for a in everything if TAG_NAT not in _tags(a)]
+        state.nat_addresses = [a for a in everything if TAG_NAT in _tags(a)]
         return state
 
     def _read_network(self, state):
@@ -354,7 +374,8 @@ class Driver(base.Driver):
                 raise ProviderError("%s: subnet %s is not in VPC %s"
                                     % (self._where, subnet_id, vpc_id))
             state.own_network = False
-            state.vpc_id, state.subnet_id = subnet["VpcId"], subnet_id
+            state.vpc_id = subnet["VpcId"]
+            state.subnets = {PUBLIC: subnet, PRIVATE: subnet}
             return
         if vpc_id:
             raise ProviderError("%s: vpc_id needs subnet_id: name the subnet to deploy into"
@@ -367,15 +388,21 @@ class Driver(base.Driver):
         state.vpc = vpcs[0]
         state.vpc_id = state.vpc["VpcId"]
         in_vpc = {"Name": "vpc-id", "Values": [state.vpc_id]}
-        subnets = self._describe("describe_subnets", "Subnets",
-                                 Filters=self._ours(state.deployment, in_vpc))
-        state.subnet = subnets[0] if subnets else None
-        state.subnet_id = state.subnet["SubnetId"] if state.subnet else None
+        # Networks made before the private subnet existed have one untagged subnet and route
+        # table: the public ones.
+        for subnet in sorted(self._describe("describe_subnets", "Subnets",
+                                            Filters=self._ours(state.deployment, in_vpc)),
+                             key=lambda x: x["SubnetId"]):
+            state.subnets.setdefault(_tags(subnet).get(TAG_NET, PUBLIC), subnet)
         gateways = self._describe("describe_internet_gateways", "InternetGateways", Filters=ours)
         state.gateway = gateways[0] if gateways else None
-        tables = self._describe("describe_route_tables", "RouteTables",
-                                Filters=self._ours(state.deployment, in_vpc))
-        state.route_table = tables[0] if tables else None
+        for table in sorted(self._describe("describe_route_tables", "RouteTables",
+                                           Filters=self._ours(state.deployment, in_vpc)),
+                            key=lambda x: x["RouteTableId"]):
+            state.route_tables.setdefault(_tags(table).get(TAG_NET, PUBLIC), table)
+        nats = self._describe("describe_nat_gateways", "NatGateways", Filter=self._ours(
+            state.deployment, in_vpc, {"Name": "state", "Values": NAT_LIVE}))
+        state.nat = min(nats, key=lambda n: n["NatGatewayId"]) if nats else None
 
     def _tagged(self, deployment, resource_type, name, **extra):
         tags = {"Name": name, TAG_DEPLOYMENT: deployment, TAG_MANAGED: MANAGED_BY}
@@ -452,11 +479,13 @@ class Driver(base.Driver):
         changes = []
         with self._errors():
             state = self._read(plan["deployment"])
+            if not state.own_network:
+                self._check_operator_subnet(state, plan)
             kept, _ = self._planned_instances(state, plan)
             if len(kept) < len(plan["hosts"]):
                 self._image(state)      # a bad image fails the run before anything is made
             for step in (self._ensure_network, self._ensure_groups, self._ensure_hosts,
-                         self._ensure_private_ips, self._ensure_addresses,
+                         self._ensure_private_ips, self._ensure_addresses, self._ensure_egress,
                          self._remove_extra_hosts, self._remove_extra_groups):
                 step(state, plan, dry_run, changes)
         return changes
@@ -464,40 +493,59 @@ class Driver(base.Driver):
     # network
 
     def _ensure_network(self, state, plan, dry_run, changes):
+        """VPC, a public and a private subnet, the internet gateway, the public route table
+        and the NAT gateway (see lib.cloud.aws_egress for why). The private subnet's route
+        to the NAT gateway comes last (_ensure_egress): the gateway provisions while the
+        instances boot."""
         if not state.own_network:
             return
         deployment = state.deployment
         if state.vpc is None:
             changes.append(change("create", "vpc", deployment, VPC_CIDR))
-            if dry_run:
-                self._plan_rest_of_network(state, changes)
-                return
-            self.progress("creating the network for %s" % deployment)
-            with self._errors("a VPC for %s" % deployment):
-                state.vpc = self.ec2.create_vpc(CidrBlock=VPC_CIDR, TagSpecifications=self._tagged(
-                    deployment, "vpc", deployment))["Vpc"]
-            state.vpc_id = state.vpc["VpcId"]
-        if state.subnet is None:
-            changes.append(change("create", "subnet", deployment, SUBNET_CIDR))
             if not dry_run:
-                self._create_subnet(state, plan)
+                self.progress("creating the network for %s" % deployment)
+                with self._errors("a VPC for %s" % deployment):
+                    state.vpc = self.ec2.create_vpc(
+                        CidrBlock=VPC_CIDR, TagSpecifications=self._tagged(
+                            deployment, "vpc", deployment))["Vpc"]
+                state.vpc_id = state.vpc["VpcId"]
+        sides = [(PUBLIC, SUBNET_CIDR)]
+        if self._needs_nat(plan):
+            sides.append((PRIVATE, PRIVATE_SUBNET_CIDR))
+        for side, cidr in sides:
+            if side not in state.subnets:
+                changes.append(change("create", "subnet", self._net_name(state, side), cidr))
+                if not dry_run:
+                    self._create_subnet(state, plan, side, cidr)
         self._ensure_gateway(state, dry_run, changes)
-        self._ensure_route_table(state, dry_run, changes)
+        self._ensure_route_table(state, PUBLIC, dry_run, changes)
+        if self._needs_nat(plan):
+            self._ensure_nat(state, dry_run, changes)
 
     @staticmethod
-    def _plan_rest_of_network(state, changes):
-        for kind in ("subnet", "internet-gateway", "route-table"):
-            changes.append(change("create", kind, state.deployment,
-                                  SUBNET_CIDR if kind == "subnet" else ""))
+    def _needs_nat(plan):
+        """A plan whose every host holds an Elastic IP (mini) needs no NAT gateway. One made
+        for an earlier plan stays until destroy: hosts may still sit in the private subnet."""
+        public = hosts_needing_public_subnet(plan)
+        return any(h["name"] not in public for h in plan["hosts"])
 
-    def _create_subnet(self, state, plan):
-        params = {"VpcId": state.vpc_id, "CidrBlock": SUBNET_CIDR,
-                  "TagSpecifications": self._tagged(state.deployment, "subnet", state.deployment)}
-        zone = self._zone_for({h["size"] for h in plan["hosts"]})
+    @staticmethod
+    def _net_name(state, side):
+        return "%s-%s" % (state.deployment, side)
+
+    def _create_subnet(self, state, plan, side, cidr):
+        params = {"VpcId": state.vpc_id, "CidrBlock": cidr,
+                  "TagSpecifications": self._tagged(state.deployment, "subnet",
+                                                    self._net_name(state, side),
+                                                    **{TAG_NET: side})}
+        # Both subnets in one zone: a NAT gateway in another zone would cost cross-zone
+        # traffic and fail with that zone.
+        other = [s for s in state.subnets.values() if s.get("AvailabilityZone")]
+        zone = other[0]["AvailabilityZone"] if other else \
+            self._zone_for({h["size"] for h in plan["hosts"]})
         if zone:
             params["AvailabilityZone"] = zone
-        state.subnet = self.ec2.create_subnet(**params)["Subnet"]
-        state.subnet_id = state.subnet["SubnetId"]
+        state.subnets[side] = self.ec2.create_subnet(**params)["Subnet"]
 
     def _zone_for(self, sizes):
         """The first zone that offers every instance type of the plan (not all zones do)."""
@@ -527,29 +575,123 @@ class Driver(base.Driver):
                 self.ec2.attach_internet_gateway(
                     InternetGatewayId=state.gateway["InternetGatewayId"], VpcId=state.vpc_id)
 
-    def _ensure_route_table(self, state, dry_run, changes):
-        created = state.route_table is None
+    def _default_target(self, state, side):
+        """The default route the side's table needs: {target key: id}, id None if not made."""
+        if side == PUBLIC:
+            return "GatewayId", (state.gateway or {}).get("InternetGatewayId")
+        return "NatGatewayId", (state.nat or {}).get("NatGatewayId")
+
+    def _ensure_route_table(self, state, side, dry_run, changes):
+        name = self._net_name(state, side)
+        table = state.route_tables.get(side)
+        created = table is None
         if created:
-            changes.append(change("create", "route-table", state.deployment))
+            changes.append(change("create", "route-table", name))
             if dry_run:
                 return
-            state.route_table = self.ec2.create_route_table(
+            table = state.route_tables[side] = self.ec2.create_route_table(
                 VpcId=state.vpc_id, TagSpecifications=self._tagged(
-                    state.deployment, "route-table", state.deployment))["RouteTable"]
-        table = state.route_table
+                    state.deployment, "route-table", name, **{TAG_NET: side}))["RouteTable"]
         table_id = table["RouteTableId"]
-        if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes") or []):
+        key, target = self._default_target(state, side)
+        route = default_route(table)
+        if route is None or route.get(key) != target or route.get("State") == "blackhole":
             if not created:
-                changes.append(change("update", "route-table", state.deployment, "default route"))
+                changes.append(change("update", "route-table", name, "default route via %s"
+                                      % ("the internet gateway" if side == PUBLIC
+                                         else "the NAT gateway")))
             if not dry_run:
-                self.ec2.create_route(RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0",
-                                      GatewayId=state.gateway["InternetGatewayId"])
-        if not any(a.get("SubnetId") == state.subnet_id for a in table.get("Associations") or []):
+                call = self.ec2.create_route if route is None else self.ec2.replace_route
+                self._fresh(call, RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE,
+                            **{key: target})
+        subnet_id = state.subnet_id(side)
+        if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations") or []):
             if not created:
-                changes.append(change("update", "route-table", state.deployment,
-                                      "associate with %s" % (state.subnet_id or "the subnet")))
+                changes.append(change("update", "route-table", name,
+                                      "associate with %s" % (subnet_id or "the subnet")))
             if not dry_run:
-                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=state.subnet_id)
+                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+
+    # egress
+
+    def _ensure_nat(self, state, dry_run, changes):
+        """One NAT gateway with its own Elastic IP, both tagged: a crash after either call
+        is finished by the next run, which finds them by their tags."""
+        used = {a.get("AllocationId") for a in (state.nat or {}).get("NatGatewayAddresses") or []}
+        spare = [a for a in state.nat_addresses if a["AllocationId"] not in used]
+        name = "%s-nat" % state.deployment
+        if state.nat is None:
+            address = spare.pop(0) if spare else None
+            changes.append(change("create", "nat-gateway", name, "in %s, with %s" % (
+                self._net_name(state, PUBLIC),
+                address["PublicIp"] if address else "a new Elastic IP")))
+            if not dry_run:
+                self.progress("creating NAT gateway %s" % name)
+                if address is None:
+                    with self._errors("an Elastic IP address for NAT gateway %s" % name):
+                        address = self.ec2.allocate_address(
+                            Domain="vpc", TagSpecifications=self._tagged(
+                                state.deployment, "elastic-ip", name, **{TAG_NAT: name}))
+                    state.nat_addresses.append(address)
+                subnet_id = state.subnet_id(PUBLIC)
+                with self._errors("NAT gateway %s" % name):
+                    state.nat = self._fresh(
+                        self.ec2.create_nat_gateway, SubnetId=subnet_id,
+                        AllocationId=address["AllocationId"],
+                        ClientToken=_token("%s|%s|%s" % (state.deployment, subnet_id,
+                                                         address["AllocationId"]), 0),
+                        TagSpecifications=self._tagged(state.deployment, "natgateway", name,
+                                                       **{TAG_NAT: name}))["NatGateway"]
+        for address in spare:
+            changes.append(change("delete", "address", "%s (unused)" % name,
+                                  address.get("PublicIp", "")))
+            if not dry_run:
+                self._release(address)
+                state.nat_addresses.remove(address)
+
+    def _ensure_egress(self, state, plan, dry_run, changes):
+        """The private subnet's route table, its default route to the NAT gateway once the
+        gateway is available."""
+        if not state.own_network or not self._needs_nat(plan):
+            return
+        if not dry_run and state.nat and state.nat.get("State") != "available":
+            self._wait_nat(state, "available")
+        self._ensure_route_table(state, PRIVATE, dry_run, changes)
+
+    def _nat_state(self, nat_id):
+        found = self._describe("describe_nat_gateways", "NatGateways", NatGatewayIds=[nat_id])
+        return found[0] if found else {"NatGatewayId": nat_id, "State": "deleted"}
+
+    def _wait_nat(self, state, target):
+        nat_id = state.nat["NatGatewayId"]
+        self.progress("waiting for NAT gateway %s to be %s" % (nat_id, target))
+        seen = {}
+
+        def check():
+            seen["nat"] = self._nat_state(nat_id)
+            if seen["nat"]["State"] == "failed" and target == "available":
+                raise ResourceFailed("%s: NAT gateway %s failed (%s): %s" % (
+                    self._where, nat_id, seen["nat"].get("FailureCode", ""),
+                    seen["nat"].get("FailureMessage", "")))
+            return seen["nat"]["State"] == target
+        timeout = self.wait_delay * self.wait_attempts
+        try:
+            base.wait_until(check, timeout=timeout, interval=self.wait_delay,
+                            what="NAT gateway %s" % nat_id)
+        except TimeoutError:
+            raise ResourceFailed("%s: NAT gateway %s is still %s after %ss" % (
+                self._where, nat_id, seen.get("nat", {}).get("State"), timeout)) from None
+        state.nat = seen["nat"]
+
+    def _check_operator_subnet(self, state, plan):
+        """Refuse, before any mutating call, a given subnet whose hosts would have no way out."""
+        subnet = state.subnets[PUBLIC]
+        in_vpc = [{"Name": "vpc-id", "Values": [state.vpc_id]}]
+        tables = self._describe("describe_route_tables", "RouteTables", Filters=in_vpc)
+        nats = self._describe("describe_nat_gateways", "NatGateways", Filter=in_vpc)
+        problem = egress_problem(subnet, tables, nats, plan)
+        if problem:
+            raise ProviderError("%s: %s" % (self._where, problem))
 
     # security groups
 
@@ -732,7 +874,7 @@ class Driver(base.Driver):
                                               "%s|%s|%s|%s" % (
                                                   state.deployment, group,
                                                   ",".join(str(h["index"]) for h in hosts),
-                                                  state.subnet_id))
+                                                  self._subnet_for(state, plan, hosts)))
         for raw in sorted(reservation["Instances"], key=lambda i: i["AmiLaunchIndex"]):
             host = hosts[raw["AmiLaunchIndex"]]
             self._name_instance(raw["InstanceId"], host)
@@ -740,6 +882,13 @@ class Driver(base.Driver):
             record.update(group=group, index=host["index"])
             state.instances.append(record)
             state.created.add((group, host["index"]))
+
+    @staticmethod
+    def _subnet_for(state, plan, hosts):
+        """Hosts that hold Elastic IPs go in the public subnet, all others in the private
+        one (one subnet for both when the operator names it)."""
+        public = hosts_needing_public_subnet(plan)
+        return state.subnet_id(PUBLIC if any(h["name"] in public for h in hosts) else PRIVATE)
 
     def _run_instances(self, params, seed):
         for attempt in range(3):
@@ -778,7 +927,8 @@ class Driver(base.Driver):
         for resource_type in ("volume", "network-interface"):
             tags += self._tagged(state.deployment, resource_type, name, **common)
         secondary = max(_private_ips_needed(plan, h) for h in hosts) - 1
-        nic = {"DeviceIndex": 0, "SubnetId": state.subnet_id, "DeleteOnTermination": True,
+        nic = {"DeviceIndex": 0, "SubnetId": self._subnet_for(state, plan, hosts),
+               "DeleteOnTermination": True,
                "AssociatePublicIpAddress": False,
                "Groups": [state.group_id(HOSTS)] + [state.group_id(r) for r in first["roles"]]}
         if secondary:
@@ -994,6 +1144,12 @@ class Driver(base.Driver):
         changes = []
         with self._errors():
             state = self._read(deployment)
+            if state.nat:
+                # Deleting a NAT gateway takes a minute or more: start it first.
+                changes.append(change("delete", "nat-gateway", "%s-nat" % deployment,
+                                      state.nat["NatGatewayId"]))
+                if not dry_run:
+                    self.ec2.delete_nat_gateway(NatGatewayId=state.nat["NatGatewayId"])
             for address in state.addresses:
                 changes.append(change("delete", "address", self._address_label(
                     self._address_key(address)), address.get("PublicIp", "")))
@@ -1044,31 +1200,61 @@ class Driver(base.Driver):
                              self.ec2.delete_security_group, GroupId=group["GroupId"])
 
     def _delete_network(self, state, dry_run, changes):
+        self._release_nat(state, dry_run, changes)
         if not state.own_network:
             return
-        name = state.deployment
-        table, gateway = state.route_table, state.gateway
-        if table:
-            changes.append(change("delete", "route-table", name))
+        for side in (PRIVATE, PUBLIC):
+            table = state.route_tables.get(side)
+            if not table:
+                continue
+            changes.append(change("delete", "route-table", self._net_name(state, side)))
             if not dry_run:
                 for association in table.get("Associations") or []:
                     if not association.get("Main"):
                         self.ec2.disassociate_route_table(
                             AssociationId=association["RouteTableAssociationId"])
                 self.ec2.delete_route_table(RouteTableId=table["RouteTableId"])
+        gateway = state.gateway
         if gateway:
-            changes.append(change("delete", "internet-gateway", name))
+            changes.append(change("delete", "internet-gateway", state.deployment))
             if not dry_run:
                 for attachment in gateway.get("Attachments") or []:
                     self.ec2.detach_internet_gateway(
                         InternetGatewayId=gateway["InternetGatewayId"],
                         VpcId=attachment["VpcId"])
                 self.ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
-        for kind, resource, call, key in (
-                ("subnet", state.subnet, self.ec2.delete_subnet, "SubnetId"),
-                ("vpc", state.vpc, self.ec2.delete_vpc, "VpcId")):
-            if resource:
-                changes.append(change("delete", kind, name, resource[key]))
-                if not dry_run:
-                    self._until_free("%s %s" % (kind, resource[key]), call,
-                                     **{key: resource[key]})
+        resources = [("subnet", self._net_name(state, side), state.subnets[side],
+                      self.ec2.delete_subnet, "SubnetId")
+                     for side in (PRIVATE, PUBLIC) if side in state.subnets]
+        if state.vpc:
+            resources.append(("vpc", state.deployment, state.vpc, self.ec2.delete_vpc, "VpcId"))
+        for kind, name, resource, call, key in resources:
+            changes.append(change("delete", kind, name, resource[key]))
+            if not dry_run:
+                self._until_free("%s %s" % (kind, resource[key]), call, **{key: resource[key]})
+
+    def _release_nat(self, state, dry_run, changes):
+        """Wait until the NAT gateway is deleted (its address is in use until then), then
+        release its Elastic IP."""
+        if state.nat and not dry_run:
+            self._wait_nat(state, "deleted")
+            # AWS removes the gateway's network interface itself; moto keeps it, detached.
+            for item in state.nat.get("NatGatewayAddresses") or []:
+                if item.get("NetworkInterfaceId"):
+                    self._delete_leftover_interface(item["NetworkInterfaceId"])
+        for address in state.nat_addresses:
+            changes.append(change("delete", "address", "%s-nat" % state.deployment,
+                                  address.get("PublicIp", "")))
+            if not dry_run:
+                self._release(address)
+
+    def _delete_leftover_interface(self, eni):
+        try:
+            found = self._describe("describe_network_interfaces", "NetworkInterfaces",
+                                   NetworkInterfaceIds=[eni])
+        except ClientError as exc:
+            if _code(exc).endswith(".NotFound"):
+                return
+            raise
+        if found and found[0].get("Status") == "available":
+            self.ec2.delete_network_interface(NetworkInterfaceId=eni)
