@@ -48,7 +48,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -57,7 +56,7 @@ import time
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from . import fake_docker
+from . import accounts, apt_standin, fake_docker, network
 
 LOG = logging.getLogger(__name__)
 
@@ -67,6 +66,12 @@ MOUNT_POINTS = ("/etc/dialog", "/opt/dialog", "/var/lib/dialog", "/var/log/dialo
 BIN_MOUNT = "/usr/local/bin"
 SSH_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 RULE_PREF = 5210
+# Per-host directories hiding this machine's: each host has its own homes and /tmp.
+PRIVATE_DIRS = (("/root", 0o700), ("/home", 0o755), ("/tmp", 0o1777))
+BY_ID = "/dev/disk/by-id"
+# Outside every VPC (TEST-NET-3, RFC 5737): where the sandbox's "internet" services listen.
+INTERNET_ADDRESS = "203.0.113.80"
+PUBLIC_CIDR = "198.18.0.0/16"
 SSHD_START_TIMEOUT = 15.0
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RESERVED_NAMES = ("id_ed25519", "id_ed25519.pub", "authorized_keys", "known_hosts")  # in workdir
@@ -92,6 +97,8 @@ class HostInfo:
     namespace: str
     root: str
     error: str = None
+    public_address: str = None
+    login_user: str = None
 
 
 def preflight():
@@ -196,6 +203,10 @@ def sweep_stale():
             if match and match.group(1) == match.group(2) and _stale(match.group(1)):
                 _run("iptables", "-w", "-D", "FORWARD", "-i", match.group(1), "-o",
                      match.group(1), "-j", "ACCEPT", check=False)
+    if shutil.which("nft") is not None:
+        for table in network.list_tables():
+            if _stale(table):
+                network.delete_table(table)
 
 
 def _new_ed25519():
@@ -227,10 +238,32 @@ def _volume_mounts(internal):
             "mount --bind '%s' /etc/fstab" % fstab]
 
 
+def _supply_docker(root, python, preinstalled):
+    """Helper SUPPLY (issue 12): the host's /usr/local/bin gets the sandbox's apt-get and
+    systemctl (devtools/sandbox/apt_standin.py; the real apt-get must never run on a host, they
+    share this machine's /usr), and the fake docker only when `preinstalled` (otherwise the
+    deploy installs it from the sandbox mirror, see mirror.py)."""
+    bin_dir = os.path.join(root, BIN_MOUNT.lstrip("/"))
+    apt_standin.install_shims(bin_dir, python)
+    if preinstalled:
+        fake_docker.install(bin_dir, python=python)
+    os.makedirs(os.path.join(root, "etc", "apt", "sources.list.d"), exist_ok=True)
+
+
+def _apt_mounts(root):
+    """Boot lines giving the host its own /etc/apt (sources, keyrings, the stand-in's state)."""
+    return ["mount --bind '%s' /etc/apt" % os.path.join(root, "etc", "apt")]
+
+
 class _Host:  # pylint: disable=too-many-instance-attributes
     def __init__(self, name, address, namespace, veth, root):
         self.name = name
         self.address = address
+        self.login_user = None
+        self.interface_public = None  # DigitalOcean: the public address on eth0
+        self.network_up = False
+        self.published = None  # the public address translated to this host now
+        self.egress_applied = False
         self.namespace = namespace
         self.veth = veth
         self.root = root
@@ -245,7 +278,7 @@ class _Host:  # pylint: disable=too-many-instance-attributes
 
     def info(self):
         return HostInfo(self.name, self.address, self.state, self.namespace, self.root,
-                        self.error)
+                        self.error, self.interface_public, self.login_user)
 
 
 class SandboxHosts:  # pylint: disable=too-many-instance-attributes
@@ -255,12 +288,24 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
     close() for inspection. cidr: the network all hosts live in. boot_delay: default seconds
     between boot() and sshd starting (a VM's boot time). gateway: this machine's address on the
     bridge (default: the last usable address of cidr). env: extra environment variables for
-    SSH sessions (sshd SetEnv), e.g. {"FAKE_CASSANDRA_JOIN_SECONDS": "3"}. python: the
-    interpreter the fake docker runs with (default: this one; it needs PyYAML).
+    SSH sessions (sshd SetEnv), e.g. {"FAKE_CASSANDRA_JOIN_SECONDS": "3"}; sudo keeps them
+    too. python: the interpreter the fake docker runs with (default: this one; it needs PyYAML).
+
+    Cloud strictness (each off by default, the old behaviour):
+    login_user: None, root logs in; "admin" (Debian's images) or "ubuntu": only that user logs
+    in (key only) and has passwordless sudo; root is refused. boot() can override it per host.
+    runner_outside: this machine reaches hosts only at public addresses (set_public_address,
+    or a DigitalOcean host's own); connecting to a private address is refused at once.
+    internet: `internet_address` (203.0.113.80, outside every VPC) exists on this machine and
+    a host reaches it only after set_egress(name, True). Without it, internet_address is the
+    gateway, which every host reaches.
+    public_cidr: the network of public addresses on interfaces (boot(public_on_interface=True),
+    DigitalOcean), on a second bridge where this machine holds the last usable address.
     """
 
     def __init__(self, workdir, cidr="10.80.0.0/16", boot_delay=0.0, gateway=None, env=None,
-                 python=None):
+                 python=None, login_user=None, runner_outside=False, internet=False,
+                 public_cidr=PUBLIC_CIDR, docker_preinstalled=True):  # pylint: disable=R0913
         problems = preflight()
         if problems:
             raise SandboxError("cannot create sandbox hosts: " + "; ".join(problems))
@@ -277,8 +322,23 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             if not ENV_NAME_RE.match(key) or any(c in str(value) for c in "\"\n\\"):
                 raise SandboxError("unusable SSH environment variable %r=%r" % (key, value))
         self.python = os.path.abspath(python or sys.executable)
+        self.docker_preinstalled = bool(docker_preinstalled)  # helper SUPPLY (issue 12)
+        self.login_user = self._check_login_user(login_user)
+        self.runner_outside = bool(runner_outside)
+        self.internet = bool(internet)
+        self.internet_address = INTERNET_ADDRESS if self.internet else self.gateway
+        self.public_network = ipaddress.ip_network(public_cidr)
+        self.public_gateway = str(self.public_network.broadcast_address - 1)
         self.token = "%06x%02x" % (os.getpid() & 0xFFFFFF, next(_SEQUENCE) % 256)
         self.bridge = "%s%sbr" % (PREFIX, self.token)
+        self.public_bridge = "%s%spb" % (PREFIX, self.token)
+        self.internet_link = "%s%sin" % (PREFIX, self.token)
+        self.firewall = network.Firewall(
+            "%s%s" % (PREFIX, self.token), [self.network], self.runner_outside,
+            (INTERNET_ADDRESS, [self.bridge]) if self.internet else None)
+        self._public = {}   # host name -> public address translated to it (AWS: NAT)
+        self._egress = set()  # host names with a way to the internet
+        self._public_bridge_made = False
         self.table = str(int(self.token, 16) % 2000000000 + 1000)
         self.ssh_key_path = os.path.join(self.workdir, "id_ed25519")
         self.authorized_keys_path = os.path.join(self.workdir, "authorized_keys")
@@ -315,7 +375,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
     def hosts(self):
         """name -> HostInfo (address, state, namespace, root, error) for every host booted."""
         with self._lock:
-            return {name: host.info() for name, host in self._hosts.items()}
+            return {name: self._info(host) for name, host in self._hosts.items()}
 
     @property
     def connect_kwargs(self):
@@ -325,19 +385,83 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
 
     def info(self, name):
         with self._lock:
-            return self._host(name).info()
+            return self._info(self._host(name))
 
     def host_root(self, name):
         """The per-host directory: <root>/etc/dialog on this machine is the host's /etc/dialog."""
         return os.path.join(self.workdir, name)
 
-    def boot(self, name, address, delay=None, fresh=True):
+    def by_id_dir(self, name):
+        """The directory that is /dev/disk/by-id inside host `name` (empty at a fresh boot)."""
+        return os.path.join(self.host_root(name), ".sandbox", "by-id")
+
+    def set_public_address(self, name, address):
+        """Make `address` host `name`'s public address (None: it has none any more).
+
+        AWS: a 1:1 NAT, not on the host's interface. On a host booted with
+        public_on_interface, `address` is translated to that interface's address (a
+        DigitalOcean reserved IP)."""
+        if address is not None:
+            address = str(self._check_public(address))
+        with self._lock:
+            host = self._host(name)
+            old = self._public.get(name)
+            if old == address:
+                return
+            for other, public in self._public.items():
+                if public == address and other != name:
+                    raise SandboxError("public address %s is already host %s's"
+                                       % (address, other))
+            if host.network_up:
+                self._unpublish(host)
+            if address is None:
+                self._public.pop(name, None)
+            else:
+                self._public[name] = address
+                if host.network_up:
+                    self._publish(host, address)
+            self._write_known_hosts()
+
+    def set_egress(self, name, allowed):
+        """Let host `name` reach internet_address (allowed=True) or not. Only with internet."""
+        with self._lock:
+            host = self._host(name)
+            if bool(allowed) == (name in self._egress):
+                return
+            if allowed:
+                self._egress.add(name)
+            else:
+                self._egress.discard(name)
+            if host.network_up:
+                self._apply_egress(host)
+
+    def egress(self, name):
+        """True when host `name` was given a way to the internet."""
+        with self._lock:
+            return name in self._egress
+
+    def boot(self, name, address, public_address=None, public_on_interface=False,
+             login_user=None, delay=None, fresh=True):  # pylint: disable=too-many-arguments
         """Create host `name` at `address` and start its sshd after `delay` seconds.
 
         Returns at once (HostInfo in state pending); wait_ready() waits for sshd. fresh=False
         keeps the host's files from an earlier boot (an instance stopped and started again);
         by default a host starts with empty directories, like a new instance.
+        public_address: AWS, a NAT address (see set_public_address); with
+        public_on_interface=True (DigitalOcean) it is on eth0, on the public bridge, and
+        `address` (the VPC address) on eth1. login_user: overrides the sandbox's for this host
+        ("root": root logs in).
         """
+        login_user = self._check_login_user(self.login_user if login_user is None
+                                            else login_user)
+        if public_address is not None:
+            public_address = str(self._check_public(public_address))
+        elif public_on_interface:
+            raise SandboxError("public_on_interface needs a public_address")
+        if public_on_interface and \
+                ipaddress.ip_address(public_address) not in self.public_network:
+            raise SandboxError("public address %s is not in the public network %s"
+                               % (public_address, self.public_network))
         if not HOST_NAME_RE.match(name or "") or name in RESERVED_NAMES:
             raise SandboxError("invalid host name %r (letters, digits, '.', '_', '-'; at most "
                                "63 characters)" % (name,))
@@ -365,6 +489,17 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             host = _Host(name, str(ip), "%s%s-%s" % (PREFIX, self.token, name),
                          "%s%s%03x" % (PREFIX, self.token, self._next_index % 4096),
                          self.host_root(name))
+            host.login_user = login_user
+            if public_on_interface:
+                for other in self._hosts.values():
+                    if other.interface_public == public_address and \
+                            other.state not in (FAILED, TERMINATED):
+                        raise SandboxError("public address %s is already used by host %s"
+                                           % (public_address, other.name))
+                host.interface_public = public_address
+                self._public.pop(name, None)
+            elif public_address is not None:
+                self._public[name] = public_address
             host.thread = threading.Thread(target=self._boot, args=(host, delay, fresh),
                                            name="sandbox-boot-%s" % name, daemon=True)
             self._hosts[name] = host
@@ -407,18 +542,26 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             thread.start()
         for thread in threads:
             thread.join()
+        self.firewall.delete()
+        bridges = [self.bridge] + ([self.public_bridge] if self._public_bridge_made else [])
         if self._iptables_made:
-            _run("iptables", "-w", "-D", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j",
-                 "ACCEPT", check=False)
+            for bridge in bridges:
+                _run("iptables", "-w", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j",
+                     "ACCEPT", check=False)
             self._iptables_made = False
         if self._rule_made:
-            _run("ip", "rule", "del", "pref", str(RULE_PREF), "iif", self.bridge, "table",
-                 self.table, check=False)
+            for bridge in bridges:
+                _run("ip", "rule", "del", "pref", str(RULE_PREF), "iif", bridge, "table",
+                     self.table, check=False)
             _run("ip", "route", "flush", "table", self.table, check=False)
             self._rule_made = False
         if self._bridge_made:
             _run("ip", "link", "del", self.bridge, check=False)
+            _run("ip", "link", "del", self.internet_link, check=False)
             self._bridge_made = False
+        if self._public_bridge_made:
+            _run("ip", "link", "del", self.public_bridge, check=False)
+            self._public_bridge_made = False
         self._remove_mount_points()
 
     def timings(self, name):
@@ -434,47 +577,116 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         except KeyError:
             raise SandboxError("no host named %s" % name) from None
 
+    def _info(self, host):
+        return dataclasses.replace(host.info(), public_address=host.interface_public or
+                                   self._public.get(host.name))
+
+    @staticmethod
+    def _check_login_user(user):
+        if user is None or user == "root":
+            return None
+        try:
+            accounts.check_user(user)
+        except ValueError as exc:
+            raise SandboxError(str(exc)) from None
+        return user
+
+    def _check_public(self, address):
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError as exc:
+            raise SandboxError("invalid public address %r" % (address,)) from exc
+        if ip.version != 4 or ip.is_loopback or ip.is_multicast or ip.is_unspecified or \
+                ip in self.network or str(ip) in (self.gateway, INTERNET_ADDRESS,
+                                                  self.public_gateway):
+            raise SandboxError("%s cannot be a public address (IPv4, not loopback, not in the "
+                               "VPC %s, not the sandbox's own)" % (address, self.network))
+        return ip
+
+    def _publish(self, host, public):
+        """Translate `public` to the host (needs self._lock): DNAT on this machine's output
+        and a route, so that connecting to it needs no default route here."""
+        if host.interface_public:
+            target, bridge, source = host.interface_public, self.public_bridge, \
+                self.public_gateway
+        else:
+            target, bridge, source = host.address, self.bridge, self.gateway
+        self.firewall.set_public(public, target)
+        _run("ip", "route", "replace", "%s/32" % public, "dev", bridge, "src", source)
+        host.published = public
+
+    def _unpublish(self, host):
+        if host.published is None:
+            return
+        self.firewall.set_public(host.published, None)
+        _run("ip", "route", "del", "%s/32" % host.published, check=False)
+        host.published = None
+
+    def _apply_egress(self, host):
+        wanted = self.internet and host.name in self._egress and host.network_up
+        if wanted != host.egress_applied:
+            self.firewall.set_egress(host.address, wanted)
+            host.egress_applied = wanted
+
+    def _ensure_public_bridge(self):
+        """The public bridge (DigitalOcean's public network), made at the first host on it."""
+        with self._lock:
+            if self._public_bridge_made:
+                return
+            self._check_network_free(self.public_network)
+            self._add_bridge(self.public_bridge, self.public_gateway, self.public_network)
+            self._public_bridge_made = True
+
     def _create_bridge(self):
-        self._check_network_free()
-        _run("ip", "link", "add", "name", self.bridge, "type", "bridge", "stp_state", "0",
-             "forward_delay", "0")
-        self._bridge_made = True
-        _run("ip", "addr", "add", "%s/%d" % (self.gateway, self.network.prefixlen), "dev",
-             self.bridge)
-        _run("ip", "link", "set", self.bridge, "up")
+        self._check_network_free(self.network)
+        if shutil.which("nft") is None:
+            raise SandboxError("nft is missing: apt-get install -y nftables")
+        if self.internet:
+            self._check_network_free(ipaddress.ip_network(INTERNET_ADDRESS))
+        self._bridge_made = True  # from here on, close() removes what was made
         # Nothing from the hosts leaves this machine: traffic from the bridge to any other
         # network hits an unreachable route (this machine's own addresses are matched earlier,
-        # by the local table).
+        # by the local table; the firewall guards the internet address among them).
         _run("ip", "route", "add", "unreachable", "default", "table", self.table)
-        _run("ip", "route", "add", str(self.network), "dev", self.bridge, "table", self.table)
-        _run("ip", "rule", "add", "pref", str(RULE_PREF), "iif", self.bridge, "table",
-             self.table)
+        self._add_bridge(self.bridge, self.gateway, self.network)
+        self.firewall.create()
+        if self.internet:
+            _run("ip", "link", "add", self.internet_link, "type", "bridge")
+            _run("ip", "addr", "add", "%s/32" % INTERNET_ADDRESS, "dev", self.internet_link)
+            _run("ip", "link", "set", self.internet_link, "up")
+
+    def _add_bridge(self, bridge, gateway, net):
+        _run("ip", "link", "add", "name", bridge, "type", "bridge", "stp_state", "0",
+             "forward_delay", "0")
+        _run("ip", "addr", "add", "%s/%d" % (gateway, net.prefixlen), "dev", bridge)
+        _run("ip", "link", "set", bridge, "up")
+        _run("ip", "route", "add", str(net), "dev", bridge, "table", self.table)
         self._rule_made = True
+        _run("ip", "rule", "add", "pref", str(RULE_PREF), "iif", bridge, "table", self.table)
         if _bridge_nf_iptables():
             # Machines with Docker installed pass bridged traffic through iptables' FORWARD
             # chain, whose policy Docker sets to DROP: let host-to-host traffic through.
-            _run("iptables", "-w", "-I", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j",
-                 "ACCEPT")
             self._iptables_made = True
+            _run("iptables", "-w", "-I", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT")
 
-    def _check_network_free(self):
-        """SandboxError when an address or route of this machine overlaps the cidr."""
+    def _check_network_free(self, net):
+        """SandboxError when an address or route of this machine overlaps `net`."""
         for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines():
             match = re.search(r"inet (\S+)", line)
-            if match and ipaddress.ip_interface(match.group(1)).network.overlaps(self.network):
+            if match and ipaddress.ip_interface(match.group(1)).network.overlaps(net):
                 raise SandboxError("%s overlaps an address of this machine (%s); choose "
-                                   "another cidr" % (self.network, line.split()[1]))
+                                   "another cidr" % (net, line.split()[1]))
         for line in _run("ip", "-4", "route", "show").stdout.splitlines():
             words = line.split()
             if words and words[0] in ("unicast", "unreachable", "blackhole", "prohibit"):
                 words = words[1:]
             try:
-                network = ipaddress.ip_network(words[0], strict=False)
+                routed = ipaddress.ip_network(words[0], strict=False)
             except (ValueError, IndexError):
                 continue  # "default via ..."
-            if network.overlaps(self.network):
+            if routed.overlaps(net):
                 raise SandboxError("%s overlaps a route of this machine (%s); choose another "
-                                   "cidr" % (self.network, line.strip()))
+                                   "cidr" % (net, line.strip()))
 
     def _boot(self, host, delay, fresh):
         started = time.monotonic()
@@ -517,7 +729,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             _write(host_key + ".pub", public + "\n")
         with open(host_key + ".pub", encoding="ascii") as handle:
             host.host_public_key = handle.read().strip()
-        fake_docker.install(os.path.join(root, BIN_MOUNT.lstrip("/")), python=self.python)
+        _supply_docker(root, self.python, self.docker_preinstalled)
         env = dict(self.env, PATH=SSH_PATH)
         config = "\n".join([
             "# sshd of sandbox host %s (%s), generated by devtools/sandbox/hosts.py."
@@ -525,8 +737,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             "Port 22",
             "HostKey %s" % host_key,
             "PidFile %s" % os.path.join(internal, "sshd.pid"),
-            "AuthorizedKeysFile %s" % self.authorized_keys_path,
-            "PermitRootLogin prohibit-password",
+        ] + self._login_config(host) + [
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -561,7 +772,9 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         lines += [
             "mount --bind '%s' /etc/hosts" % os.path.join(internal, "hosts"),
         ]
+        lines += self._private_mounts(host)
         lines += _volume_mounts(internal)  # helper DISK (issue 12): by-id devices and fstab
+        lines += _apt_mounts(root)  # helper SUPPLY (issue 12): the host's own /etc/apt
         lines += [
             "mkdir -p /run/sshd",
             "exec %s -D -e -f '%s'" % (SSHD, os.path.join(internal, "sshd_config")),
@@ -569,23 +782,82 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         ]
         _write(os.path.join(internal, "boot.sh"), "\n".join(lines), 0o755)
 
+    def _login_config(self, host):
+        """sshd lines for who logs in; with a login user, writes the host's accounts."""
+        if host.login_user is None:
+            return ["AuthorizedKeysFile %s" % self.authorized_keys_path,
+                    "PermitRootLogin prohibit-password"]
+        accounts.write_files(host.root, host.login_user, self.ssh_public_key,
+                             keep_env=sorted(self.env))
+        return ["AuthorizedKeysFile .ssh/authorized_keys",
+                "PermitRootLogin no",
+                "AllowUsers %s" % host.login_user]
+
+    def _private_mounts(self, host):
+        """Boot lines giving the host its own /root, /home and /tmp (and, with a login user,
+        its own accounts and sudoers). What the host must still see of this machine under
+        those directories (this workdir: sshd's files; the fake docker's interpreter) is bound
+        at the same path inside the host's copy first."""
+        lines = []
+        if host.login_user is not None:
+            for path in accounts.FILES:
+                lines.append("mount --bind '%s' '/etc/%s'" % (
+                    os.path.join(host.root, "etc", path), path))
+            lines.append("mount --bind '%s' /etc/sudoers.d"
+                         % os.path.join(host.root, "etc", "sudoers.d"))
+        keep = {os.path.realpath(p) for p in (
+            self.workdir, os.path.dirname(os.path.dirname(self.python)))}
+        # helper DO: a venv's interpreter is a symlink; its target (pyenv: under /root) too.
+        keep.add(os.path.dirname(os.path.dirname(os.path.realpath(self.python))))
+        for target, mode in PRIVATE_DIRS:
+            copy = os.path.join(host.root, target.lstrip("/"))
+            os.makedirs(copy, exist_ok=True)
+            os.chmod(copy, mode)
+            for path in sorted(keep):
+                if path.startswith(target + "/"):
+                    inner = os.path.join(copy, os.path.relpath(path, target))
+                    os.makedirs(inner, exist_ok=True)
+                    lines.append("mount --bind '%s' '%s'" % (path, inner))
+            lines.append("mount --rbind '%s' '%s'" % (copy, target))
+        return lines
+
     def _create_network(self, host):
+        """AWS: eth0 in the VPC bridge, default route via this machine. DigitalOcean
+        (public_on_interface): eth0 with the public address in the public bridge and the
+        default route, eth1 with the VPC address."""
         _run("ip", "netns", "add", host.namespace)
-        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns",
+        vpc_if = "eth0"
+        batch = ["link set lo up"]
+        if host.interface_public:
+            self._ensure_public_bridge()
+            vpc_if = "eth1"
+            _run("ip", "link", "add", host.veth + "p", "type", "veth", "peer", "name", "eth0",
+                 "netns", host.namespace)
+            _run("ip", "link", "set", host.veth + "p", "master", self.public_bridge, "up")
+            batch += ["addr add %s/%d dev eth0" % (host.interface_public,
+                                                   self.public_network.prefixlen),
+                      "link set eth0 up",
+                      "route add default via %s" % self.public_gateway]
+        _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", vpc_if, "netns",
              host.namespace)
         _run("ip", "link", "set", host.veth, "master", self.bridge, "up")
-        batch = "\n".join([
-            "addr add %s/%d dev eth0" % (host.address, self.network.prefixlen),
-            "link set eth0 up",
-            "link set lo up",
-            "route add default via %s" % self.gateway,
-            "",
-        ])
+        batch += ["addr add %s/%d dev %s" % (host.address, self.network.prefixlen, vpc_if),
+                  "link set %s up" % vpc_if]
+        if not host.interface_public:
+            batch.append("route add default via %s" % self.gateway)
+        batch = "\n".join(batch + [""])
         result = subprocess.run(["ip", "-n", host.namespace, "-batch", "-"], input=batch,
                                 capture_output=True, text=True, check=False, timeout=30)
         if result.returncode != 0:
             raise SandboxError("configuring %s failed: %s"
                                % (host.namespace, result.stderr.strip()))
+        with self._lock:
+            if host.cancel.is_set():
+                return
+            host.network_up = True
+            if self._public.get(host.name):
+                self._publish(host, self._public[host.name])
+            self._apply_egress(host)
 
     def _start_sshd(self, host):
         internal = os.path.join(host.root, ".sandbox")
@@ -606,7 +878,8 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
                     host.name, host.process.returncode,
                     os.path.join(host.root, ".sandbox", "sshd.log")))
             try:
-                with socket.create_connection((host.address, 22), timeout=0.5) as sock:
+                # Marked: the runner_outside filter lets the sandbox's own checks through.
+                with network.internal_connection(host.address, 22, timeout=0.5) as sock:
                     sock.settimeout(2.0)
                     if sock.recv(4) == b"SSH-":
                         return
@@ -638,14 +911,24 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
                     host.process.wait()
                 host.process = None
             _run("ip", "link", "del", host.veth, check=False)
+            if host.interface_public:
+                _run("ip", "link", "del", host.veth + "p", check=False)
             with self._lock:
+                host.network_up = False
+                with contextlib.suppress(network.NetworkError):
+                    self._unpublish(host)
+                    self._apply_egress(host)
                 if host.state != FAILED:
                     host.state = final_state
                 self._write_known_hosts()
 
     def _write_known_hosts(self):
-        lines = ["%s %s\n" % (h.address, h.host_public_key) for h in self._hosts.values()
-                 if h.state == RUNNING and h.host_public_key]
+        lines = []
+        for host in self._hosts.values():
+            if host.state == RUNNING and host.host_public_key:
+                names = [host.address, host.interface_public, self._public.get(host.name)]
+                names = ",".join(a for a in names if a)
+                lines.append("%s %s\n" % (names, host.host_public_key))
         _write(self.known_hosts_path, "".join(lines))
 
     def _remove_mount_points(self):
