@@ -17,6 +17,8 @@ from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
 from lib.failures import foreseen_error, scrubber, secret_values
+from lib.hosts.docker_install import apt_repository
+from lib.hosts.registry import registry_settings
 from lib.hosts.ssh_path import resolve_via
 from lib.planner import build_plan, choose, validate_region
 from lib.profiles import resolve_profile
@@ -132,7 +134,10 @@ class DialogAction(Action):
         return {"deployment": deployment, "tier": tier, "provider": settings.get("provider"),
                 "with_storage": bool(with_storage), "hosts": hosts,
                 "secrets": load_secrets(self.action_service, deployment),
-                "images": settings.get("images") or {}}
+                "images": settings.get("images") or {},
+                # Never rendered: prepare_host hands it to registry.ensure_login only.
+                "registry": registry_settings(settings),
+                "docker_apt_repository": apt_repository(settings.get("docker_apt_repository"))}
 
     @staticmethod
     def ssh_options(settings):

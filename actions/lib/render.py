@@ -57,6 +57,14 @@ ROLE_SERVICES = {
     "*": ["node-exporter"],
 }
 
+# The image key (DEFAULT_IMAGES, DIALOG_IMAGES) each compose service runs: what a host pulls.
+SERVICE_IMAGES = {"nginx": "nginx", "web-app": "web_app", "dashboard": "dashboard",
+                  "prometheus": "prometheus", "coturn": "coturn", "push": "push",
+                  "dialog-server": "dialog_server", "postgres": "postgres",
+                  "pgbouncer": "pgbouncer", "cassandra": "cassandra", "rgw": "ceph",
+                  "ceph-mon": "ceph", "ceph-mgr": "ceph", "ceph-osd": "ceph",
+                  "node-exporter": "node_exporter"}
+
 # Secrets a role's files need. The dialog servers need S3_SECRETS too with self-hosted storage,
 # a Postgres pair needs replication_password.
 S3_SECRETS = ("s3_access_key", "s3_secret_key")
@@ -343,4 +351,8 @@ def render_host(context, name, catalog=None):
         "files": [compose] + [others[path] for path in sorted(others)],
         "services": services,
         "checks": _checks(model, catalog),
+        # What the host pulls before anything starts, and where it installs Docker from
+        # (lib.hosts.registry, lib.hosts.docker_install); registry credentials never come here.
+        "images": sorted({images[SERVICE_IMAGES[s]] for s in services}),
+        "docker_apt_repository": context.get("docker_apt_repository"),
     }

@@ -101,6 +101,16 @@ class Mirror:  # pylint: disable=too-many-instance-attributes
         port = "" if self.apt_port == 80 else ":%d" % self.apt_port
         return "http://%s%s/linux" % (self.address, port)
 
+    def profile_values(self, password_key="sandbox_registry_password"):
+        """(profile fields, {datastore key: value}) a sandbox profile needs to use this mirror:
+        Dialog's images from this registry, its login with the password as an st2kv
+        reference (store the second dict encrypted), and Docker from this apt repository."""
+        return ({"images": dict(self.dialog_images), "registry": self.registry,
+                 "registry_username": self.username,
+                 "registry_password": "{{ st2kv.system.%s }}" % password_key,
+                 "docker_apt_repository": self.apt_repository},
+                {password_key: self.password})
+
     def add_image(self, image):
         """Serve one more image (private when it is under dialog/ on this registry)."""
         self.catalogue.add(_key(image))
