@@ -21,7 +21,8 @@ pytestmark = pytest.mark.xdist_group("netns")
 CIDRS = ["10.85.%d.0/24" % third for third in range(0, 250, 10)]
 PROXY, DB, LATE_PROXY, LATE_DB = "jmp-proxy-1", "jmp-db-1", "jmp-proxy-2", "jmp-db-2"
 NUMBERS = {PROXY: 21, DB: 22, LATE_PROXY: 23, LATE_DB: 24}
-COMPOSE = 'services:\n  db:\n    image: postgres:16\n    ports: ["5432:5432"]\n'
+COMPOSE = ('services:\n  db:\n    image: postgres:16\n    ports: ["5432:5432"]\n'
+           '  dialog-server:\n    image: registry.example/dialog-server:1\n')
 
 
 def host_python():
@@ -127,7 +128,7 @@ def test_bootstrap_through_the_proxy_runs_privileged_steps_with_sudo(sandbox, in
                            "mode": 0o644, "secret": False},
                           {"path": "/etc/dialog/postgres.env", "content": "X=secret-value\n",
                            "mode": 0o600, "secret": True}],
-                "services": ["db"],
+                "services": ["db", "dialog-server"],
                 "checks": [{"name": "db port", "role": "postgres", "service": "db",
                             "kind": "tcp", "port": 5432}]}
     with operations.session(inventory[1], ssh(sandbox), hosts=inventory) as connection:
@@ -135,9 +136,12 @@ def test_bootstrap_through_the_proxy_runs_privileged_steps_with_sudo(sandbox, in
         outcome = bootstrap.bootstrap_host(connection, rendered, health_timeout=30)
         again = bootstrap.bootstrap_host(connection, rendered, health_timeout=30)
         _, owner, _ = health.remote(connection, "sudo -n stat -c '%U %a' /etc/dialog/postgres.env")
+        admin = bootstrap.create_admin(connection, rendered, "first.admin", "pw-0123456789",
+                                       service="dialog-server")
     assert outcome["compose"] == "started" and all(c["ok"] for c in outcome["checks"])
     assert again["changed"] is False
     assert owner.split() == ["root", "600"]
+    assert admin == {"host": DB, "login": "first.admin", "created": True, "admin": True}
 
 
 def test_waiting_for_ssh_retries_both_hops(sandbox):
