@@ -14,6 +14,7 @@ profile's ssh_key_names. Volumes attached through the API appear in the host as
 
 import contextlib
 import os
+import sys
 
 from fake_digitalocean import FakeDigitalOcean
 from sandbox.do_hypervisor import DoHypervisor
@@ -43,6 +44,11 @@ def digitalocean_cloud(workdir, boot_delay=0.0, droplet_delay=1.0, **host_option
             yield fake, hosts
         finally:
             hypervisor.stop()
+            left = {kind: n for kind, n in fake.resource_counts().items() if n}
+            if left:
+                # After dialog.destroy nothing may remain (tags included: the pack made them).
+                print("left in the fake DigitalOcean API: %s" % ", ".join(
+                    "%d %s" % (n, kind) for kind, n in sorted(left.items())), file=sys.stderr)
 
 
 def sandbox_values(fake, hosts, datastore, images):
