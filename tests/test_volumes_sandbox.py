@@ -16,7 +16,9 @@ import pytest
 from lib import bootstrap, cassandra_ops, health
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
+from aws_emulator import AwsEmulator
 from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox.hypervisor import Hypervisor
 from sandbox.volumes import BlockDevices, aws_by_id_name, digitalocean_by_id_name, loops
 
 pytestmark = pytest.mark.xdist_group("netns")
@@ -197,3 +199,71 @@ def test_detach_keeps_the_data_delete_removes_it(sandbox, connection):
     assert os.path.exists(record["file"]) and record["loop"] not in loops()
     devices.delete("vol-0abcabcabcabcabc0")
     assert not os.path.exists(record["file"])
+
+
+class RecordingHosts:
+    """Stands in for SandboxHosts in the hypervisor: hosts are directories, boots recorded."""
+
+    def __init__(self, root):
+        self.root, self.booted, self.hosts = root, {}, {}
+
+    def host_root(self, name):
+        return os.path.join(self.root, name)
+
+    def boot(self, name, address, **_):
+        self.booted[name] = address
+
+    def kill(self, name):
+        self.booted.pop(name, None)
+
+    def set_public_address(self, name, address):
+        pass
+
+    def set_egress(self, name, allowed):
+        pass
+
+
+def test_the_aws_hypervisor_follows_ebs_attachments(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with AwsEmulator() as emulator:
+        ec2 = emulator.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.87.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.87.1.0/24")["Subnet"]["SubnetId"]
+        tags = [{"Key": "Name", "Value": "db"}, {"Key": "dialog:deployment", "Value": "x"}]
+        image = ec2.describe_images()["Images"][0]
+        instance = ec2.run_instances(
+            ImageId=image["ImageId"], MinCount=1, MaxCount=1, SubnetId=subnet,
+            BlockDeviceMappings=[
+                {"DeviceName": image["RootDeviceName"], "Ebs": {"VolumeSize": 8}},
+                {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": 50,
+                                                   "DeleteOnTermination": True}}],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags},
+                               {"ResourceType": "volume", "Tags": tags}],
+        )["Instances"][0]
+        data = next(m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]
+                    if m["DeviceName"] == "/dev/sdf")
+        hosts = RecordingHosts(str(tmp_path / "hosts"))
+        with BlockDevices(tmp_path, hosts) as devices:
+            hypervisor = Hypervisor(ec2, hosts, name_wait=0, block_devices=devices)
+            hypervisor.poll_once()
+            # Only the data volume: the root volume is the host's own filesystem.
+            assert list(devices.attached) == [data]
+            link = os.path.join(hosts.host_root("db"), ".sandbox", "by-id",
+                                "nvme-Amazon_Elastic_Block_Store_" + data.replace("-", ""))
+            assert os.readlink(link) == devices.attached[data]["loop"]
+            backing = devices.path(data)
+            assert os.path.getsize(backing) == 50 * 1024 * 1024
+
+            ec2.stop_instances(InstanceIds=[instance["InstanceId"]])
+            hypervisor.poll_once()
+            assert devices.attached == {} and os.path.exists(backing)   # EBS keeps the data
+            assert not os.path.lexists(link)
+
+            ec2.start_instances(InstanceIds=[instance["InstanceId"]])
+            hypervisor.poll_once()
+            assert list(devices.attached) == [data] and os.path.lexists(link)
+
+            ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+            hypervisor.poll_once()
+            assert devices.attached == {} and not os.path.exists(backing)
+            assert hypervisor.errors == []

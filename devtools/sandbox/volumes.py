@@ -203,3 +203,35 @@ class BlockDevices(object):
             raise SandboxError("BlockDevices needs the SandboxHosts to find %s's "
                                "/dev/disk/by-id" % host)
         return by_id_dir(self.hosts, host)
+
+
+def sync_aws_volumes(ec2, devices, instances, seen, tag_key="dialog:deployment"):
+    """Make `devices` match the emulator's EBS attachments (the AWS hypervisor calls it each poll).
+
+    instances: the hypervisor's records (instance id -> {"host", "booted", ...}); seen: this
+    poll's DescribeInstances entries by id. Every data volume attached to an instance whose host
+    is booted gets a loop device at its Nitro by-id name; the root volume is the host's own
+    filesystem and is skipped. A volume no longer attached to a booted host is detached (its
+    data kept, like EBS across a stop); a volume the emulator no longer has is deleted.
+    """
+    wanted, existing = {}, set()
+    paginator = ec2.get_paginator("describe_volumes")
+    for page in paginator.paginate(Filters=[{"Name": "tag-key", "Values": [tag_key]}]):
+        for volume in page.get("Volumes") or []:
+            existing.add(volume["VolumeId"])
+            for attachment in volume.get("Attachments") or []:
+                record = instances.get(attachment.get("InstanceId"))
+                instance = seen.get(attachment.get("InstanceId")) or {}
+                if attachment.get("State") not in ("attaching", "attached") or record is None \
+                        or not record.get("booted") \
+                        or attachment.get("Device") == instance.get("RootDeviceName"):
+                    continue
+                wanted[volume["VolumeId"]] = (record["host"], volume["Size"])
+    for key in list(devices.attached):
+        if key not in wanted or devices.attached[key]["host"] != wanted[key][0]:
+            devices.detach(key)
+    for key, (host, size_gb) in sorted(wanted.items()):
+        devices.attach(host, aws_by_id_name(key), int(size_gb), key=key)
+    for key in devices.known():
+        if key not in existing and key not in devices.attached:
+            devices.delete(key)
