@@ -19,6 +19,7 @@ import jinja2
 
 from lib.catalog import default_catalog
 from lib.errors import InputError
+from lib.hosts.volumes import rendered_volumes
 from lib.stages import by_index, cassandra_seed_hosts, hosts_with
 
 PROJECT = "dialog"
@@ -355,4 +356,6 @@ def render_host(context, name, catalog=None):
         # (lib.hosts.registry, lib.hosts.docker_install); registry credentials never come here.
         "images": sorted({images[SERVICE_IMAGES[s]] for s in services}),
         "docker_apt_repository": context.get("docker_apt_repository"),
+        # helper DISK (issue 12): data volumes to format and mount before any service starts.
+        "volumes": rendered_volumes(host),
     }
