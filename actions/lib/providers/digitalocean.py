@@ -25,6 +25,7 @@ from azure.core.exceptions import AzureError, ServiceRequestError, ServiceRespon
 from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 
 from lib.cloud.login_users import DIGITALOCEAN_USER
+from lib.cloud.volume_devices import digitalocean_device
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
 from lib.providers import base
 
@@ -421,7 +422,8 @@ class Driver(base.Driver):
         reserved = [ip["ip"] for ip in state["reserved_ips"]
                     if ip["droplet"]["id"] == droplet["id"]]
         volumes = [{"id": v["id"], "size_gb": v["size_gigabytes"], "kind": "ssd",
-                    "purpose": v["name"][len(droplet["name"]) + 1:]}
+                    "purpose": v["name"][len(droplet["name"]) + 1:],
+                    "device": digitalocean_device(v["name"])}  # helper DISK (issue 12)
                    for name, v in sorted(state["volumes"].items())
                    if droplet["id"] in (v.get("droplet_ids") or [])]
         return {
