@@ -61,7 +61,7 @@ from lib.operations import endpoints  # noqa: E402
 from lib.planner import build_plan  # noqa: E402
 from lib.render import render_host  # noqa: E402
 from lib.scaling import check_role  # noqa: E402
-from lib.stages import bootstrap_stages  # noqa: E402
+from lib.stages import dependencies, start_order  # noqa: E402
 
 README = os.path.join(PACK_ROOT, "README.md")
 MARK_START = "<!-- chat-examples:start -->"
@@ -533,29 +533,38 @@ def troubleshooting_cases():
     StackStorm stores. `cli` is (command, the line it prints)."""
     plan = build_plan("small", provider="aws", region="us-east-1", deployment="chat2")
     hosts = sample_inventory(plan)
-    stages = bootstrap_stages(hosts)
-    before_servers = stages["databases"] + stages["cassandra_joiners"]
-    before_proxies = before_servers + stages["dialog_servers"] + stages["services"]
-    server, proxy = stages["dialog_servers"][0], stages["proxies"][0]
+    needs = dependencies(hosts, proxies_route_push=False)  # small: push is not proxied
+    order = start_order(needs)
+    server = [name for name in order if "dialog-server" in name][0]
+    proxy = [name for name in order if "proxy" in name][0]
     deploy_command = "dialog deploy small on aws as chat2"
     cases = []
 
-    def deploy_case(title, stage, failing, done, status="failed"):
-        failure = _stage_failure(stage, stages[stage], failing)
+    def deploy_case(title, failing, status="failed"):
+        """dialog.deploy's one bootstrap task: the hosts that need a failed one (directly or
+        not) stop without starting, naming the host they needed; the others finish."""
+        failing, stopped = dict(failing), set(failing)
+        for name in order:  # needs come first
+            waited = [d for d in needs[name] if d in stopped]
+            if waited and name not in failing:
+                failing[name] = python_result({"error": "%s: not started: %s, which it "
+                                               "needs, failed" % (name, waited[0])})
+                stopped.add(name)
+        failure = _stage_failure("bootstrap", order, failing)
+        done = [name for name in order if name not in stopped]
         output = deploy_output(plan, hosts, failure=failure, bootstrapped=done)
         cases.append((title, ("st2 execution get <id> --raw -k output.failure", failure),
                       "deploy", deploy_command, status, workflow_result(output, errors=[])))
 
     error = ("%s (dialog-server): check 'dialog-server http' failed after 600s: connection "
              "refused" % server)
-    deploy_case("A step returned an error: a host failed its health checks", "dialog_servers",
-                {server: python_result({"error": error})}, before_servers)
-    deploy_case("A step crashed: the SSH server dropped the connection", "dialog_servers",
+    deploy_case("A step returned an error: a host failed its health checks",
+                {server: python_result({"error": error})})
+    deploy_case("A step crashed: the SSH server dropped the connection",
                 {server: raised_result(paramiko.SSHException(
-                    "Error reading SSH protocol banner"))}, before_servers)
-    deploy_case("A step timed out", "proxies", {proxy: timeout_result(
-        3600, stdout="%s: uploaded 5 files\n%s: pulling images\n" % (proxy, proxy))},
-        before_proxies)
+                    "Error reading SSH protocol banner"))})
+    deploy_case("A step timed out", {proxy: timeout_result(
+        3600, stdout="%s: uploaded 5 files\n%s: pulling images\n" % (proxy, proxy))})
 
     _, added = grown(plan, "dialog-server", 3)
     failure = _stage_failure("join", added, {added[1]: raised_result(TimeoutError(

@@ -180,7 +180,8 @@ def test_bootstrap_rerun_and_change(sandbox, app, commands):
     assert all(c["ok"] for c in first["checks"]), first["checks"]
     assert "%s: uploaded 3 files" % APP in lines
     assert "%s: healthy (5 checks)" % APP in lines
-    assert len(commands) == 2  # prepare, compose + health (uploads go over SFTP)
+    # Docker, TLS + file states, compose + health (uploads go over SFTP)
+    assert len(commands) == 3
     assert host_mode(sandbox, APP, "/etc/dialog/postgres.env") == 0o600
     assert host_mode(sandbox, APP, COMPOSE_FILE) == 0o644
     with open(os.path.join(sandbox.host_root(APP), "etc/dialog/postgres.env"),
@@ -194,7 +195,7 @@ def test_bootstrap_rerun_and_change(sandbox, app, commands):
                                      health_timeout=30)
     assert again["uploaded"] == [] and len(again["unchanged"]) == 3
     assert again["compose"] == "unchanged" and again["changed"] is False
-    assert len(commands) == 2
+    assert len(commands) == 3
     assert pids(sandbox, APP) == before
     assert "%s: 3 files unchanged" % APP in lines
 
@@ -280,3 +281,28 @@ def test_wait_for_ssh(sandbox):
     message = str(failure.value)
     assert message.startswith("dlg-ghost-1 (%s): SSH not ready after 2s: "
                               % ip(sandbox, "nobody")), message
+
+
+def test_prepare_starts_nothing_and_start_runs_what_it_prepared(sandbox):
+    """dialog.deploy prepares every host at once and starts each only when the hosts it needs
+    run: everything slow is done by prepare_host, and no service runs before start_host."""
+    if not os.path.isdir(sandbox.host_root(LATE)):  # test_wait_for_ssh boots it
+        sandbox.boot(LATE, ip(sandbox, LATE))
+    sandbox.wait_ready(LATE)
+    rendered = edge_rendered(sandbox)
+    address = ip(sandbox, LATE)
+    rendered.update(host=LATE, address=address)
+    rendered["checks"] = [dict(c, address=address) for c in rendered["checks"]]
+    connection = bootstrap.connect(address, "root", key_file=sandbox.ssh_key_path, timeout=10)
+    try:
+        prepared = bootstrap.prepare_host(connection, rendered)
+        assert prepared["tls"] == "created" and prepared["uploaded"] == [COMPOSE_FILE]
+        assert prepared["docker"] in ("present", "installed")
+        state = os.path.join(sandbox.host_root(LATE), "var/lib/dialog/fake-docker/state.json")
+        assert not os.path.exists(state) or pids(sandbox, LATE) == {}, "nothing started"
+        started = bootstrap.start_host(connection, rendered, prepared, health_timeout=30)
+        assert started["compose"] == "started" and started["changed"] is True
+        assert [c["ok"] for c in started["checks"]] == [True]
+        assert set(pids(sandbox, LATE)) == {"dialog-web-1"}
+    finally:
+        connection.close()

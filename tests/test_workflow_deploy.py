@@ -1,5 +1,6 @@
 """dialog.deploy run by orquesta's conductor (devtools/workflow_runner.py) with canned action
-results: the stage order, the parallelism inside a stage, the one-at-a-time Cassandra joins, the
+results: every host's bootstrap at once, each host starting only once what it needs runs (the
+real start_order logic over a shared marker store), the one-at-a-time Cassandra joins, the
 failure paths and the re-run that finishes the job.
 
 The canned actions (CannedDialogActions) stand in for the pack's python actions only, with the
@@ -25,10 +26,16 @@ import local_runner
 import workflow_runner
 from explain_failure import ExplainFailureAction
 from lib.deployment_secrets import datastore_key
+from bootstrap_order import BootstrapOrderAction
+from lib.errors import DialogError
+from lib.hosts.start_order import RunGate
 from lib.planner import build_plan
-from lib.stages import bootstrap_stages
+from lib.stages import dependencies
 
 BOOT_SECONDS = 0.15
+START_SECONDS = 0.05
+# The canned order's dependency wait bound (the real one is hours).
+WAIT_SECONDS = 5
 # What the real bootstrap_host returns when a host's health check fails.
 HEALTH_ERROR = ("%s (dialog-server): check 'dialog-server http' failed after 600s: "
                 "connection refused")
@@ -99,11 +106,15 @@ class ExplainingActions(object):
 class CannedDialogActions(ExplainingActions):
     """execute(ref, input) for workflow_runner: the pack's actions as canned, stateful fakes.
 
-    Bootstrapping takes BOOT_SECONDS. A host in `fail_once` fails its first bootstrap: with the
-    error the real action returns, or as `fail_once[host]` says: a callable giving the
-    (status, result) pair (raised(...), timed_out(...)). `done` remembers bootstrapped hosts,
-    so a re-run reports them unchanged, like the real, idempotent action. `crash` maps an
-    action name to the (status, result) it gives instead of running."""
+    Bootstrapping prepares for BOOT_SECONDS, then waits for the hosts it needs like the real
+    action (lib.hosts.start_order over `markers`, the datastore's stand-in), then starts for
+    START_SECONDS and marks itself ready or failed. A host in `fail_once` fails its first
+    start: with the error the real action returns, or as `fail_once[host]` says: a callable
+    giving the (status, result) pair (raised(...), timed_out(...); a timed-out action marks
+    nothing, as StackStorm killed it). `done` remembers bootstrapped hosts, so a re-run reports
+    them unchanged, like the real, idempotent action. `crash` maps an action name to the
+    (status, result) it gives instead of running. `events`: (host, "prepare"|"start"|"ready",
+    time)."""
 
     def __init__(self, fail_once=(), fail_plan=None, crash=None):
         self.fail_once = dict(fail_once) if isinstance(fail_once, dict) else {
@@ -112,6 +123,8 @@ class CannedDialogActions(ExplainingActions):
         self.crash = dict(crash or {})
         self.done = set()
         self.calls = []
+        self.events = []
+        self.markers = {}
         self.lock = threading.Lock()
         self.provisioned = False
 
@@ -150,19 +163,51 @@ class CannedDialogActions(ExplainingActions):
                          % deployment, "record_key": "dialog.%s.deployment" % deployment,
                          "secrets_created": [], "record_changed": False})
 
-    def bootstrap_order(self, hosts):
-        return self._ok(bootstrap_stages(hosts))
+    def bootstrap_order(self, **params):
+        """The real action, with short dependency waits."""
+        status, value = BootstrapOrderAction(config={}).run(**params)
+        assert status, value
+        order = dict(value)
+        order["wait"] = {name: min(wait, WAIT_SECONDS) for name, wait in order["wait"].items()}
+        return self._ok(order)
 
-    def bootstrap_host(self, deployment, host, hosts, **_):
+    def _event(self, host, what):
+        with self.lock:
+            self.events.append((host, what, time.monotonic()))
+
+    def prepare(self, host):
+        """The slow part every host does at once."""
         time.sleep(BOOT_SECONDS)
+
+    def bootstrap_host(self, deployment, host, hosts, run_id=None, needs=None,
+                       dependency_timeout=0, **_):
+        gate = None
+        if run_id:
+            gate = RunGate(self.markers.get, lambda key, value, ttl: self.markers.__setitem__(
+                key, value), deployment, run_id, host, needs, dependency_timeout)
+        self._event(host, "prepare")
+        self.prepare(host)
+        try:
+            if gate:
+                gate.wait(interval=0.01)
+        except DialogError as exc:
+            gate.failed(str(exc))
+            return self._failed({"error": str(exc)})
+        self._event(host, "start")
+        time.sleep(START_SECONDS)
         with self.lock:
             if host in self.fail_once:
                 outcome = self.fail_once.pop(host)
-                if outcome is not None:
-                    return outcome()
-                return self._failed({"error": HEALTH_ERROR % host})
+                status, result = outcome() if outcome is not None else self._failed(
+                    {"error": HEALTH_ERROR % host})
+                if gate and status != "timeout":
+                    gate.failed("failed")
+                return status, result
             changed = host not in self.done
             self.done.add(host)
+        if gate:
+            gate.ready()
+        self._event(host, "ready")
         return self._ok({"host": host, "changed": changed, "checks": []})
 
     def create_admin(self, deployment, hosts, **_):
@@ -183,24 +228,24 @@ def deploy(actions, **params):
     return workflow_runner.run_workflow("dialog.deploy", inputs, execute=actions)
 
 
-def stage_windows(result):
-    """{task: (first start, last end)} of the bootstrap stages that ran something."""
-    windows = {}
-    for entry in result.trace:
-        if entry.action_ref == "dialog.bootstrap_host":
-            start, end = windows.get(entry.task_id, (entry.start, entry.end))
-            windows[entry.task_id] = (min(start, entry.start), max(end, entry.end))
-    return windows
-
-
 def called(actions, ref):
     return [p for r, p in actions.calls if r == ref]
 
 
-def test_deploy_runs_every_stage_in_dependency_order():
+def moments(actions, what):
+    """{host: time of its `what` event} (the first one)."""
+    result = {}
+    for host, event, when in actions.events:
+        if event == what:
+            result.setdefault(host, when)
+    return result
+
+
+def test_each_host_starts_only_after_what_it_really_needs():
     actions = CannedDialogActions()
-    result = deploy(actions, tier="production", cassandra_nodes=5, dialog_servers=3)
-    assert result.status == "succeeded", result.errors
+    result = deploy(actions, tier="production", cassandra_nodes=5, dialog_servers=3,
+                    with_storage=True)
+    assert result.status == "succeeded", result.output["failure"]
     refs = [ref for ref, _ in actions.calls]
     first, last = refs.index("dialog.bootstrap_host"), len(refs) - 1 - refs[::-1].index(
         "dialog.bootstrap_host")
@@ -208,49 +253,53 @@ def test_deploy_runs_every_stage_in_dependency_order():
                             "dialog.bootstrap_order"]
     assert refs[last + 1:] == ["dialog.create_admin", "dialog.status"]
 
-    order = ["databases", "cassandra_joiners", "dialog_servers", "services", "proxies"]
-    windows = stage_windows(result)
-    assert sorted(windows) == sorted(order)
-    for earlier, later in zip(order, order[1:]):
-        assert windows[earlier][1] <= windows[later][0], (earlier, later)
-
     hosts = result.output["hosts"]
-    stages = bootstrap_stages(hosts)
-    booted = [p["host"] for p in called(actions, "dialog.bootstrap_host")]
-    assert sorted(booted) == sorted(h["name"] for h in hosts), "every host exactly once"
-    position = {name: booted.index(name) for name in booted}
-    for earlier, later in zip(order, order[1:]):
-        assert max(position[h] for h in stages[earlier]) < min(position[h] for h in stages[later])
-    # Postgres and the first two Cassandra nodes first; the proxies last.
-    assert {"dialog-postgres-1", "dialog-cassandra-1", "dialog-cassandra-2"} <= set(
-        stages["databases"])
-    assert stages["proxies"] == ["dialog-proxy-1", "dialog-proxy-2"]
+    booted = called(actions, "dialog.bootstrap_host")
+    assert sorted(p["host"] for p in booted) == sorted(h["name"] for h in hosts), "each once"
+    assert len({p["run_id"] for p in booted}) == 1 and booted[0]["run_id"]
+    needs = dependencies(hosts, proxies_route_push=True)
+    started, ready = moments(actions, "start"), moments(actions, "ready")
+    for host, needed in needs.items():
+        for other in needed:
+            assert ready[other] <= started[host], "%s started before %s was up" % (host, other)
+    servers = [h["name"] for h in hosts if "dialog-server" in h["roles"]]
+    cassandra = [h["name"] for h in hosts if "cassandra" in h["roles"]]
+    for server in servers:
+        assert set(needs[server]) >= {"dialog-postgres-1", "dialog-s3-gateway-1"} | set(
+            cassandra), "a dialog server needs Postgres, the whole ring and the S3 gateway"
+    web = {h["name"] for h in hosts if "web" in h["roles"]}
+    for proxy in ("dialog-proxy-1", "dialog-proxy-2"):
+        assert set(needs[proxy]) >= set(servers) | web, "proxies need what they route to"
+    # voice, push and web need nothing: they start as soon as they are prepared.
+    for host in hosts:
+        if set(host["roles"]) <= {"voice", "push", "web"}:
+            assert needs[host["name"]] == [], host["name"]
 
 
 class RendezvousActions(CannedDialogActions):
-    """Each dialog server's bootstrap waits until all five have started: with fewer running
-    at once the rendezvous times out and the bootstrap fails. No timing is asserted."""
+    """Each host's preparation waits until every host of the deployment has begun its own:
+    with fewer bootstraps running at once the rendezvous times out and the bootstrap fails. No
+    timing is asserted."""
 
-    def __init__(self):
+    def __init__(self, count):
         super(RendezvousActions, self).__init__()
-        self.barrier = threading.Barrier(5, timeout=30)
+        self.barrier = threading.Barrier(count, timeout=30)
 
-    def bootstrap_host(self, deployment, host, hosts, **rest):
-        if "dialog-server" in host:
-            try:
-                self.barrier.wait()
-            except threading.BrokenBarrierError:
-                return self._failed({"error": "%s ran without the other four" % host})
-        return super(RendezvousActions, self).bootstrap_host(deployment, host, hosts, **rest)
+    def prepare(self, host):
+        try:
+            self.barrier.wait()
+        except threading.BrokenBarrierError:
+            raise AssertionError("%s prepared without every other host" % host) from None
 
 
-def test_hosts_of_one_stage_bootstrap_in_parallel():
-    actions = RendezvousActions()
-    result = deploy(actions, tier="production", dialog_servers=5)
+def test_every_hosts_bootstrap_starts_at_once():
+    plan = build_plan("production", provider="aws", dialog_servers=5, with_storage=True)
+    actions = RendezvousActions(len(plan["hosts"]))
+    result = deploy(actions, tier="production", dialog_servers=5, with_storage=True)
     assert result.status == "succeeded", result.output["failure"]
-    runs = [e for e in result.trace if e.task_id == "dialog_servers"]
-    assert len(runs) == 5
-    # All five were running at once: the last one started before the first one ended.
+    runs = [e for e in result.trace if e.action_ref == "dialog.bootstrap_host"]
+    assert len(runs) == len(plan["hosts"])
+    # All of them were running at once: the last one started before the first one ended.
     assert max(e.start for e in runs) < min(e.end for e in runs)
 
 
@@ -258,15 +307,13 @@ def test_cassandra_nodes_beyond_the_seeds_join_one_at_a_time():
     actions = CannedDialogActions()
     result = deploy(actions, tier="production", cassandra_nodes=6)
     assert result.status == "succeeded", result.errors
-    joins = sorted((e for e in result.trace if e.task_id == "cassandra_joiners"),
-                   key=lambda e: e.start)
-    assert len(joins) == 4  # six nodes, two seeds
-    for before, after in zip(joins, joins[1:]):
-        assert before.end <= after.start, "a node joins only once the previous one is UN"
-    joined = [p["host"] for p in called(actions, "dialog.bootstrap_host")
-              if p["host"].startswith("dialog-cassandra")]
-    assert set(joined[:2]) == {"dialog-cassandra-1", "dialog-cassandra-2"}, "seeds first"
-    assert joined[2:] == ["dialog-cassandra-%d" % n for n in range(3, 7)]
+    started, ready = moments(actions, "start"), moments(actions, "ready")
+    nodes = ["dialog-cassandra-%d" % n for n in range(1, 7)]
+    seeds_up = max(ready[n] for n in nodes[:2])
+    for before, after in zip(nodes[2:], nodes[3:]):
+        assert ready[before] <= started[after], "a node joins only once the previous one is UN"
+    assert all(started[n] >= seeds_up for n in nodes[2:]), "joiners come after the seeds"
+    assert started["dialog-cassandra-2"] < ready["dialog-cassandra-1"], "seeds start together"
 
 
 def test_output_names_endpoints_hosts_and_where_the_admin_credentials_are():
@@ -281,19 +328,24 @@ def test_output_names_endpoints_hosts_and_where_the_admin_credentials_are():
     assert output["failure"] is None and output["changes"]
 
 
-def test_a_failed_bootstrap_fails_the_workflow_with_host_and_reason():
+def test_a_failed_host_stops_the_hosts_that_need_it_at_once_naming_it():
     actions = CannedDialogActions(fail_once={"dialog-dialog-server-1"})
     result = deploy(actions, tier="small")
     assert result.status == "failed"
     failure = result.output["failure"]
-    assert failure == ("dialog_servers: dialog-dialog-server-1 (dialog-server): check "
-                       "'dialog-server http' failed after 600s: connection refused")
-    booted = {p["host"] for p in called(actions, "dialog.bootstrap_host")}
-    assert "dialog-proxy-1" not in booted, "later stages do not start"
+    assert failure == (
+        "bootstrap: dialog-dialog-server-1 (dialog-server): check 'dialog-server http' failed "
+        "after 600s: connection refused"
+        "; dialog-proxy-1: not started: dialog-dialog-server-1, which it needs, failed"
+        "; dialog-proxy-2: not started: dialog-dialog-server-1, which it needs, failed")
+    assert "dialog-proxy-1" not in moments(actions, "start"), "a proxy never started"
     assert not called(actions, "dialog.create_admin")
-    # What finished before the failure is still reported.
+    # The proxies gave up at once, not after their wait bound.
+    runs = {e.item_id: e for e in result.trace if e.action_ref == "dialog.bootstrap_host"}
+    assert max(e.end - e.start for e in runs.values()) < WAIT_SECONDS
+    # What finished is still reported.
     assert {b["host"] for b in result.output["bootstrapped"]} == {
-        "dialog-postgres-1", "dialog-cassandra-1"}
+        "dialog-postgres-1", "dialog-cassandra-1", "dialog-voice-push-1", "dialog-web-1"}
 
 
 SSH_BANNER = paramiko.SSHException("Error reading SSH protocol banner")
@@ -306,12 +358,10 @@ def test_a_bootstrap_that_raises_names_the_host_and_the_exception():
         SSH_BANNER, stdout="dialog-dialog-server-1: waiting for SSH\n")})
     result = deploy(actions, tier="small")
     assert result.status == "failed", result.errors
-    assert result.output["failure"] == (
-        "dialog_servers: dialog-dialog-server-1: crashed: paramiko.ssh_exception.SSHException: "
-        "Error reading SSH protocol banner")
+    assert result.output["failure"].startswith(
+        "bootstrap: dialog-dialog-server-1: crashed: paramiko.ssh_exception.SSHException: "
+        "Error reading SSH protocol banner; dialog-proxy-1: not started: ")
     assert not called(actions, "dialog.create_admin")
-    assert {b["host"] for b in result.output["bootstrapped"]} == {
-        "dialog-postgres-1", "dialog-cassandra-1"}
 
 
 def test_a_bootstrap_that_times_out_names_the_host_and_the_runners_error():
@@ -320,21 +370,36 @@ def test_a_bootstrap_that_times_out_names_the_host_and_the_runners_error():
     result = deploy(actions, tier="small-failover")
     assert result.status == "failed", result.errors
     assert result.output["failure"] == (
-        "proxies: dialog-proxy-2: Action failed to complete in 3600 seconds; its last output: "
+        "bootstrap: dialog-proxy-2: Action failed to complete in 3600 seconds; its last output: "
         "dialog-proxy-2: pulling images")
 
 
-def test_several_hosts_failing_in_one_stage_are_each_named():
+def test_a_host_killed_by_its_timeout_holds_its_dependents_only_up_to_their_bound():
+    """A killed action marks nothing: the hosts needing it wait out their own bound and say
+    for what."""
+    actions = CannedDialogActions(fail_once={"dialog-web-1": lambda: timed_out(3600)})
+    result = deploy(actions, tier="small")
+    assert result.status == "failed", result.errors
+    assert result.output["failure"] == (
+        "bootstrap: dialog-web-1: Action failed to complete in 3600 seconds"
+        "; dialog-proxy-1: not started: still waiting for dialog-web-1 after %ds (its "
+        "dependency_timeout)"
+        "; dialog-proxy-2: not started: still waiting for dialog-web-1 after %ds (its "
+        "dependency_timeout)" % (WAIT_SECONDS, WAIT_SECONDS))
+
+
+def test_several_hosts_failing_at_once_are_each_named():
     actions = CannedDialogActions(fail_once={
         "dialog-dialog-server-1": None,
         "dialog-dialog-server-2": lambda: raised(KeyError("hosts")),
         "dialog-dialog-server-3": lambda: timed_out(3600)})
     result = deploy(actions, tier="small-failover")
     assert result.status == "failed", result.errors
-    assert result.output["failure"] == (
-        "dialog_servers: " + HEALTH_ERROR % "dialog-dialog-server-1"
+    assert result.output["failure"].startswith(
+        "bootstrap: " + HEALTH_ERROR % "dialog-dialog-server-1"
         + "; dialog-dialog-server-2: crashed: KeyError: 'hosts'"
-        + "; dialog-dialog-server-3: Action failed to complete in 3600 seconds")
+        + "; dialog-dialog-server-3: Action failed to complete in 3600 seconds"
+        + "; dialog-proxy-1: not started: dialog-dialog-server-")
 
 
 @pytest.mark.parametrize("task,action", [
@@ -357,7 +422,7 @@ def test_a_reason_never_carries_a_secret():
     actions = CannedDialogActions(fail_once={"dialog-postgres-1": lambda: raised(leak)})
     result = deploy(actions, tier="small")
     failure = result.output["failure"]
-    assert failure.startswith("databases: dialog-postgres-1: crashed: RuntimeError: psql: ")
+    assert failure.startswith("bootstrap: dialog-postgres-1: crashed: RuntimeError: psql: ")
     assert POSTGRES_PASSWORD not in failure and "aws-Secret-0123456789" not in failure
     assert "PGPASSWORD=********" in failure
 
@@ -383,7 +448,7 @@ def test_when_the_explanation_fails_the_task_is_still_named():
     result = deploy(actions, tier="small")
     assert result.status == "failed"
     assert result.output["failure"].startswith(
-        "services: failed, and its failure could not be explained: st2 execution get ")
+        "bootstrap: failed, and its failure could not be explained: st2 execution get ")
 
 
 def test_a_rerun_after_a_failure_finishes_the_job_and_changes_only_what_was_left():

@@ -14,10 +14,10 @@ import paramiko
 
 import local_runner
 import workflow_runner
+from bootstrap_order import BootstrapOrderAction
 from lib.errors import DialogError
 from lib.planner import build_plan
 from lib.scaling import scale_step
-from lib.stages import bootstrap_stages
 from test_workflow_deploy import (ExplainingActions, inventory, ok, raised, returned_error,
                                   timed_out)
 
@@ -103,8 +103,10 @@ class CannedScaleActions(ExplainingActions):
         return {"deployment": plan["deployment"], "datastore_key": "k", "record_key": "r",
                 "secrets_created": [], "record_changed": True}
 
-    def bootstrap_order(self, hosts):
-        return bootstrap_stages(hosts)
+    def bootstrap_order(self, **params):
+        status, value = BootstrapOrderAction(config={}).run(**params)
+        assert status, value
+        return value
 
     def bootstrap_host(self, deployment, host, hosts, **_):
         return {"host": host, "changed": False, "hosts_seen": [h["name"] for h in hosts]}
@@ -146,10 +148,15 @@ def test_dialog_servers_out_new_servers_healthy_before_proxies_and_seed_lists():
     assert out["added"] == ["dialog-dialog-server-4", "dialog-dialog-server-5"]
     assert len(dialog_servers(actions)) == 5
     steps = order(actions)
-    joins = [i for i, (n, p) in enumerate(steps) if n == "bootstrap_host" and p in out["added"]]
+    # The join task's bootstraps (told they are joining) end before any proxy's; the deploy
+    # that follows starts the proxies only once every dialog server, new ones included, runs.
+    joins = [i for i, (n, p) in enumerate(actions.calls)
+             if n == "bootstrap_host" and p["host"] in out["added"] and p.get("joining")]
     proxies = [i for i, (n, p) in enumerate(steps)
                if n == "bootstrap_host" and p and "proxy" in p]
     assert joins and proxies and max(joins) < min(proxies)
+    assert all(set(out["added"]) <= set(p["needs"]) for n, p in actions.calls
+               if n == "bootstrap_host" and "proxy" in p["host"])
     # The new servers bootstrap first, told they are joining (current seed list).
     first = actions.names("bootstrap_host")[:2]
     assert {p["host"] for p in first} == set(out["added"])
@@ -285,7 +292,7 @@ def test_a_crash_inside_the_reconcile_deploy_is_passed_up_with_its_host():
     result = scale(actions, role="dialog-server", count=5)
     assert result.status == "failed", result.errors
     assert result.output["failure"] == (
-        "reconcile: proxies: dialog-proxy-1: crashed: TimeoutError: timed out")
+        "reconcile: bootstrap: dialog-proxy-1: crashed: TimeoutError: timed out")
     assert not actions.locks
 
 

@@ -1,16 +1,19 @@
 """Bootstrap a host over SSH: Docker, TLS, rendered files, docker compose, health.
 
 bootstrap_host(connection, rendered) takes one host rendered by lib.render.render_host() and
-makes it run: Docker Engine and the compose plugin present, a self-signed certificate on proxy
-hosts, every rendered file in place (only the changed ones uploaded), the compose project up,
-and every health check passing. A re-run on an unchanged host uploads nothing, starts nothing
-and reports "changed": False.
+makes it run, in two parts. prepare_host() does everything that waits for no other host: Docker
+Engine and the compose plugin present, data volumes mounted, registry login and image pulls, a
+self-signed certificate on proxy hosts, every rendered file in place (only the changed ones
+uploaded). start_host() brings the compose project up and waits until every health check
+passes; dialog.deploy runs it only once the hosts this one needs are running (lib.stages). A
+re-run on an unchanged host uploads nothing, starts nothing and reports "changed": False.
 
-SSH round trips per bootstrap_host (the action runner may be far from the hosts, so they are
-batched): one command prepares the host (Docker check or install, TLS certificate on proxy
-hosts, parent directories, the mode and sha256 of every target file); SFTP uploads the changed
-files, if any; one command runs compose (config -q, ps, up -d when needed) and then the health
-probe, which retries on the host until every check passes. A re-run is two commands.
+SSH round trips (the action runner may be far from the hosts, so they are batched): one command
+checks or installs Docker; the volume and registry steps (lib.hosts.volumes, lib.hosts.registry);
+one command creates the TLS pair on proxy hosts and the parent directories and reads the mode
+and sha256 of every target file; SFTP uploads the changed files, if any; one command runs
+compose (config -q, ps, up -d when needed) and then the health probe, which retries on the host
+until every check passes.
 
 Secrets: file contents go only over SFTP and are never printed, returned or put in an error;
 error details that come from the host are scrubbed of every secret file's values first. The
@@ -33,6 +36,7 @@ import fabric
 import paramiko
 
 from lib import health
+from lib.hosts import registry, volumes
 from lib.hosts import gateways
 from lib.errors import InputError, ProviderError, ResourceFailed
 
@@ -46,6 +50,7 @@ SCRIPT_TIMEOUT = 120.0
 UP_TIMEOUT = 900                # image pulls
 COMPOSE_TIMEOUT = 120 + 60 + UP_TIMEOUT + 30
 KEEPALIVE = 15
+LOGIN_BOUND = 3 * 30.0          # connect(): TCP, banner and auth each get its timeout
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 _NOOP = lambda message: None  # noqa: E731
@@ -547,57 +552,99 @@ def is_proxy(rendered):
     return any(role in PROXY_ROLES for role in health.host_roles(rendered))
 
 
-def bootstrap_host(connection, rendered, progress=None, health_timeout=300,
-                   health_interval=health.DEFAULT_INTERVAL):
-    """Make one rendered host run; return {"host", "docker", "tls" (proxy hosts), "uploaded",
-    "unchanged", "compose", "checks", "changed"}.
+def prepare_host(connection, rendered, credentials=None, progress=None):
+    """Everything a host needs before its services start, none of it waiting for another
+    host: Docker present (installed if missing), data volumes formatted once and mounted
+    (lib.hosts.volumes), the registry login and the image pulls (lib.hosts.registry), the
+    self-signed TLS pair on proxy hosts, the changed files uploaded.
 
-    Steps: Docker present (installed if missing), self-signed TLS on proxy hosts, changed files
-    uploaded, compose up when needed, every check passing within health_timeout seconds.
-    progress(line) gets lines such as "dialog-postgres-1: uploaded 3 files". Failures raise
-    ResourceFailed (ProviderError when SSH itself fails) naming host, roles and step; no
-    message contains a secret."""
+    Returns what start_host() takes: {"host", "docker", "volumes", "registry", "images",
+    "tls" (proxy hosts), "uploaded", "unchanged"}. `credentials`: the registry's, or None.
+    Failures raise ResourceFailed (ProviderError when SSH itself fails) naming host, roles and
+    step; no message contains a secret."""
     say = progress or _NOOP
     host = rendered["host"]
     label = health.host_label(rendered)
     checked = _checked_files(rendered.get("files"))
     redact = health.redactor(rendered.get("files"))
-    tls = is_proxy(rendered)
 
-    script = _fragment("docker", DOCKER_BODY)
-    if tls:
-        script += _tls_fragment(TLS_DIR)
-    script += _files_fragment([item["path"] for item in checked])
-    marks = _run_script(connection, label, script, DOCKER_TIMEOUT, "prepare", redact)
+    marks = _run_script(connection, label, _fragment("docker", DOCKER_BODY), DOCKER_TIMEOUT,
+                        "docker", redact)
     docker = _mark(marks, "docker")
     say("%s: docker %s" % (host, docker))
+    mounted = volumes.ensure_volumes(connection, rendered, progress)
+    login = registry.ensure_login(connection, rendered, credentials, progress)
+    images = registry.pull_images(connection, rendered, progress)
+
+    tls = is_proxy(rendered)
+    script = _tls_fragment(TLS_DIR) if tls else ""
+    script += _files_fragment([item["path"] for item in checked])
+    marks = _run_script(connection, label, script, SCRIPT_TIMEOUT, "upload", redact) \
+        if script else []
     tls_state = _mark(marks, "tls") if tls else None
     if tls:
         say("%s: TLS certificate %s" % (host, tls_state))
-
     uploaded, unchanged = _apply_uploads(connection, label, checked, _remote_files(marks))
     if uploaded:
         say("%s: uploaded %d file%s" % (host, len(uploaded), "" if len(uploaded) == 1 else "s"))
     else:
         say("%s: %d files unchanged" % (host, len(unchanged)))
+    prepared = {"host": host, "docker": docker, "volumes": mounted, "registry": login,
+                "images": images, "uploaded": uploaded, "unchanged": unchanged}
+    if tls:
+        prepared["tls"] = tls_state
+    return prepared
 
+
+def _prepare_changed(prepared):
+    return bool(prepared["uploaded"]) or prepared["docker"] == "installed" \
+        or prepared.get("tls") == "created" or bool(prepared["images"].get("pulled")) \
+        or any(v.get("formatted") or v.get("mounted") for v in prepared["volumes"])
+
+
+def start_host(connection, rendered, prepared, progress=None, health_timeout=300,
+               health_interval=health.DEFAULT_INTERVAL):
+    """Start a prepared host (prepare_host's result) and wait until every check passes:
+    compose up when a file changed, a service is not running or the last up ran with other
+    files; then the checks, retried on the host for up to health_timeout seconds. One SSH
+    command. Returns `prepared` with "compose", "checks" and "changed" added."""
+    say = progress or _NOOP
+    host = rendered["host"]
+    label = health.host_label(rendered)
+    checked = _checked_files(rendered.get("files"))
     request = health.probe_request(rendered, health_timeout, health_interval)
-    request["compose"] = _compose_request(rendered, checked, uploaded)
+    request["compose"] = _compose_request(rendered, checked, prepared["uploaded"])
     result = health.run_probe(connection, rendered, request, COMPOSE_PRELUDE,
                               timeout=COMPOSE_TIMEOUT + health_timeout, step="compose")
-    compose = _compose_outcome(label, result["before"], redact)
+    compose = _compose_outcome(label, result["before"], health.redactor(rendered.get("files")))
     say("%s: compose %s (%d services)" % (host, compose, len(rendered.get("services") or [])))
     results = health.scrub_results(rendered, result["health"]["results"])
     checks = health.raise_for_failures(rendered, results, health_timeout)
     say("%s: healthy (%d checks)" % (host, len(checks)))
-
-    outcome = {"host": host, "docker": docker, "uploaded": uploaded, "unchanged": unchanged,
-               "compose": compose, "checks": checks,
-               "changed": bool(uploaded) or compose != "unchanged" or docker == "installed"
-               or tls_state == "created"}
-    if tls:
-        outcome["tls"] = tls_state
+    outcome = dict(prepared, compose=compose, checks=checks)
+    outcome["changed"] = compose != "unchanged" or _prepare_changed(prepared)
     return outcome
+
+
+def bootstrap_host(connection, rendered, progress=None, health_timeout=300,
+                   health_interval=health.DEFAULT_INTERVAL, credentials=None):
+    """prepare_host, then start_host at once (no other host to wait for); start_host's
+    result. A re-run on an unchanged host uploads nothing, starts nothing and reports
+    "changed": False."""
+    prepared = prepare_host(connection, rendered, credentials, progress)
+    return start_host(connection, rendered, prepared, progress, health_timeout,
+                      health_interval)
+
+
+def prepare_bound(ssh_wait):
+    """Seconds prepare_host may take at most on a host still booting: SSH readiness and a
+    login, then each of its remote steps at its own timeout (UP_TIMEOUT for the pulls)."""
+    return ssh_wait + LOGIN_BOUND + DOCKER_TIMEOUT + 2 * SCRIPT_TIMEOUT + UP_TIMEOUT
+
+
+def start_bound(health_timeout):
+    """Seconds start_host may take at most: a login, compose (config, ps, up), the checks."""
+    return LOGIN_BOUND + COMPOSE_TIMEOUT + health_timeout + health.SSH_MARGIN
 
 
 # ----------------------------------------------------------------------------- first admin

@@ -6,6 +6,7 @@ Python; each function opens its own connections and closes them on every path.
 """
 
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from lib import bootstrap, cassandra_ops, health
@@ -65,17 +66,68 @@ def _host(context, name):
                      sorted(h["name"] for h in context["hosts"]))
 
 
+def _failure_reason(exc):
+    """What the hosts waiting for this one are told: the pack's own message (never a secret),
+    or only the type of anything else."""
+    if isinstance(exc, DialogError):
+        return str(exc)
+    return "crashed: %s" % type(exc).__name__
+
+
 def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_WAIT,
-                  progress=_noop):
-    """Render, upload, start and check one host; bootstrap.bootstrap_host's result plus the
-    host's roles and the seconds SSH took to come up."""
-    rendered = render_host(context, name)
-    progress("%s: bootstrapping %s" % (name, ", ".join(rendered["roles"])))
-    with session(_host(context, name), ssh, wait=ssh_wait, progress=progress,
-                 hosts=context["hosts"]) as connection:
-        outcome = bootstrap.bootstrap_host(connection, rendered, progress=progress,
-                                           health_timeout=health_timeout)
+                  progress=_noop, gate=None):
+    """Render, prepare, start and check one host: bootstrap.start_host's result plus the
+    host's roles and "seconds": {"ssh_wait", "prepare", "dependency_wait", "start"} (ssh_wait
+    includes the login; start, the login after a wait).
+
+    `gate` (lib.hosts.start_order.RunGate, dialog.deploy's run): the host is prepared at once,
+    but started only once gate.wait() says every host it needs is running; then gate.ready(),
+    or gate.failed(reason) on any failure, which also stops the hosts that wait for this one."""
+    clock = time.monotonic
+    seconds = {"ssh_wait": 0.0, "prepare": 0.0, "dependency_wait": 0.0, "start": 0.0}
+
+    def since(mark):
+        return round(clock() - mark, 3)
+
+    waits = gate is not None and bool(gate.needs)
+    outcome = None
+    try:
+        rendered = render_host(context, name)
+        host = _host(context, name)
+        progress("%s: bootstrapping %s" % (name, ", ".join(rendered["roles"])))
+        mark = clock()
+        with session(host, ssh, wait=ssh_wait, progress=progress,
+                     hosts=context["hosts"]) as connection:
+            seconds["ssh_wait"] = since(mark)
+            mark = clock()
+            prepared = bootstrap.prepare_host(connection, rendered, context.get("registry"),
+                                              progress)
+            seconds["prepare"] = since(mark)
+            if not waits:
+                mark = clock()
+                outcome = bootstrap.start_host(connection, rendered, prepared, progress,
+                                               health_timeout)
+                seconds["start"] = since(mark)
+        if waits:
+            # A new session: the wait may be long, an idle one may be dropped meanwhile.
+            seconds["dependency_wait"] = gate.wait()
+            mark = clock()
+            with session(host, ssh, progress=progress, hosts=context["hosts"]) as connection:
+                outcome = bootstrap.start_host(connection, rendered, prepared, progress,
+                                               health_timeout)
+            seconds["start"] = since(mark)
+    except Exception as exc:
+        if gate is not None:
+            try:
+                gate.failed(_failure_reason(exc))
+            except Exception as marker_error:  # pylint: disable=broad-except
+                progress("%s: could not tell the hosts waiting for it that it failed: %s"
+                         % (name, type(marker_error).__name__))
+        raise
+    if gate is not None:
+        gate.ready()
     outcome["roles"] = rendered["roles"]
+    outcome["seconds"] = seconds
     return outcome
 
 

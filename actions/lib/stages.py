@@ -1,15 +1,24 @@
-"""The order hosts are bootstrapped in, from their roles.
+"""Which hosts must run before a host starts its services, from their roles.
 
-Data first (Postgres, the Cassandra seeds, Ceph), then the remaining Cassandra nodes one at a
-time, then dialog servers (they need Postgres and Cassandra), then the services around them, and
-the proxies last (they route to everything else). A host with several roles (mini's one server,
-voice+push) is bootstrapped once, in the earliest stage any of its roles belongs to.
+Everything slow about a host (boot, SSH, Docker, volumes, registry login, pulls, TLS, uploads)
+depends on no other host, so dialog.deploy does it on every host at once. Only starting the
+services (compose up and the health checks) waits, and only for what the services really need:
+
+- a dialog server: the Postgres primary (the one it connects to), every planned Cassandra node
+  (Dialog's keyspaces get RF = min(3, nodes): the schema is set against the whole ring) and the
+  S3 gateways (where it keeps files), when the deployment has them;
+- a Cassandra node beyond the seeds: the seeds and the node before it. Nodes join one at a time,
+  each once the previous one is UN (two nodes bootstrapping at once can take the same token
+  ranges);
+- a Postgres standby: the primary (it clones it with pg_basebackup);
+- an S3 gateway: the storage servers (radosgw needs the Ceph monitors' quorum);
+- a proxy: what nginx routes to (templates/nginx.conf.j2): the dialog servers, the web hosts and,
+  in tiers whose proxies carry the push ports, the push hosts;
+- voice, push, web, storage, the Postgres primary and the Cassandra seeds: nothing.
+
+A host never waits for itself (mini's one server carries every role).
 """
 
-STAGES = ("databases", "cassandra_joiners", "dialog_servers", "services", "proxies")
-ROLE_STAGE = {"postgres": "databases", "storage": "databases", "s3-gateway": "databases",
-              "dialog-server": "dialog_servers", "push": "services", "voice": "services",
-              "web": "services", "proxy": "proxies"}
 SEED_COUNT = 2
 
 
@@ -28,19 +37,77 @@ def cassandra_seed_hosts(hosts):
     return hosts_with(hosts, "cassandra")[:SEED_COUNT]
 
 
-def _stage(host, seeds):
+def _names(hosts):
+    return [h["name"] for h in hosts]
+
+
+def _role_needs(hosts, proxies_route_push):
+    """{role: [host names]} for the roles whose needs are the same for every host."""
+    postgres = hosts_with(hosts, "postgres")
+    return {
+        "dialog-server": _names(postgres[:1] + hosts_with(hosts, "cassandra")
+                                + hosts_with(hosts, "s3-gateway")),
+        "s3-gateway": _names(hosts_with(hosts, "storage")),
+        "proxy": _names(hosts_with(hosts, "dialog-server") + hosts_with(hosts, "web")
+                        + (hosts_with(hosts, "push") if proxies_route_push else [])),
+    }
+
+
+def _own_needs(hosts, host):
+    """What a host needs for being one of a group in particular: a joiner, a standby."""
+    needs = []
     if "cassandra" in host["roles"]:
-        cassandra = "databases" if host["name"] in seeds else "cassandra_joiners"
-    else:
-        cassandra = None
-    stages = [ROLE_STAGE[r] for r in host["roles"] if r in ROLE_STAGE] + [cassandra]
-    return min((s for s in stages if s), key=STAGES.index)
+        ring = hosts_with(hosts, "cassandra")
+        position = _names(ring).index(host["name"])
+        if position >= SEED_COUNT:
+            needs += _names(ring[:SEED_COUNT]) + [ring[position - 1]["name"]]
+    if "postgres" in host["roles"]:
+        postgres = hosts_with(hosts, "postgres")
+        if postgres[0]["name"] != host["name"]:
+            needs.append(postgres[0]["name"])
+    return needs
 
 
-def bootstrap_stages(hosts):
-    """{stage: [host names in index order]} for every stage, empty stages included."""
-    seeds = {h["name"] for h in cassandra_seed_hosts(hosts)}
-    stages = {name: [] for name in STAGES}
+def dependencies(hosts, proxies_route_push=True):
+    """{host name: [names of the hosts it needs running first]}, in inventory order, for every
+    host. `proxies_route_push`: whether the tier's proxies forward the push ports (lib.render
+    knows from the catalog); when unknown, waiting for push hosts costs little, as they need
+    nothing themselves."""
+    by_role = _role_needs(hosts, proxies_route_push)
+    result = {}
     for host in by_index(hosts):
-        stages[_stage(host, seeds)].append(host["name"])
-    return stages
+        needs = _own_needs(hosts, host)
+        for role in host["roles"]:
+            needs += by_role.get(role, [])
+        seen = {host["name"]}
+        result[host["name"]] = [n for n in needs if not (n in seen or seen.add(n))]
+    return result
+
+
+def depths(needs):
+    """{host: length of the longest chain of needs below it} (0: it needs nothing).
+    ValueError naming a host on a cycle (the role rules above make none)."""
+    result, visiting = {}, set()
+
+    def depth(name):
+        if name in result:
+            return result[name]
+        if name in visiting:
+            raise ValueError("dependency cycle through %s" % name)
+        visiting.add(name)
+        result[name] = max((depth(d) + 1 for d in needs.get(name, ())), default=0)
+        visiting.discard(name)
+        return result[name]
+
+    for name in needs:
+        depth(name)
+    return result
+
+
+def start_order(needs):
+    """Every host, each after everything it needs (by depth, then inventory order). A runner
+    that starts them in this order with fewer workers than hosts still makes progress: a
+    waiting host only waits for hosts started before it."""
+    level = depths(needs)
+    position = {name: number for number, name in enumerate(needs)}
+    return sorted(needs, key=lambda name: (level[name], position[name]))
