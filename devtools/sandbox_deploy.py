@@ -2,6 +2,7 @@
 """Run dialog.deploy end to end on this machine: no cloud account, no StackStorm.
 
     ./dialog-local sandbox tier=small provider=aws [deployment=dialog] [boot_delay=0] [keep=true]
+        [strict=true]
 
 What is real: the deploy workflow (run by orquesta's conductor through workflow_runner.py), the
 pack's actions, the AWS driver talking to moto's EC2 server over HTTP, SSH (a real sshd per host,
@@ -12,6 +13,11 @@ answers each service's health check on its real port; no Dialog image runs) and 
 (in memory, shared by both runs, encrypting like StackStorm's). The pack config is loaded as
 StackStorm loads it, with the emulator's credentials encrypted in the datastore. The hosts boot
 when moto reports their instances, like VMs.
+
+strict=true makes the AWS sandbox as strict as AWS (SandboxHosts options): hosts let in only
+Debian's login user `admin` (passwordless sudo), this machine (the runner) reaches hosts only at
+their public addresses, and the internet (the sandbox's mirror) only hosts with egress (a public
+address and an internet gateway route, or a NAT gateway route).
 
 The deploy runs twice: the second run must report no changes. Then the deployment is destroyed
 and the sandbox torn down (unless keep=true, which waits for Ctrl-C first).
@@ -37,7 +43,7 @@ from aws_emulator import AwsEmulator  # noqa: E402
 from lib.providers.aws import VPC_CIDR  # noqa: E402
 from lib.tables import render_status  # noqa: E402
 from sandbox.hosts import SandboxHosts, preflight  # noqa: E402
-from sandbox.hypervisor import Hypervisor  # noqa: E402
+from sandbox.hypervisor import Hypervisor, use_public_elastic_ips  # noqa: E402
 import sandbox_digitalocean  # noqa: E402
 
 # Dialog's registries are gone, so its images are configuration; the stand-in runtime needs only
@@ -51,14 +57,18 @@ SANDBOX_SECRETS = ("aws_access_key_id", "aws_secret_access_key")
 SANDBOX_KEY_NAME = "dialog-sandbox"
 
 
-def sandbox_values(emulator, hosts, datastore):
+def sandbox_values(emulator, hosts, datastore, strict=False):
     """The pack config an operator would write for the sandbox. The emulator's credentials go
-    into the datastore, encrypted, and the profile references them, as the README says."""
+    into the datastore, encrypted, and the profile references them, as the README says.
+    Strict: no ssh_user, the pack's per-image default (Debian: admin) must be right; unless
+    moto lacks the Debian images, then the profile names the user as an operator would."""
     # As an operator does once per account: the key pair new instances get (preflight checks
     # that ssh_key_names are registered).
     emulator.client().import_key_pair(KeyName=SANDBOX_KEY_NAME,
                                       PublicKeyMaterial=hosts.ssh_public_key.encode())
-    profile = emulator.profile(ssh_user="root", ssh_key_file=hosts.ssh_key_path,
+    user = {} if strict and not emulator.image else \
+        {"ssh_user": hosts.login_user or "root"}
+    profile = emulator.profile(**user, ssh_key_file=hosts.ssh_key_path,
                                ssh_key_names=[SANDBOX_KEY_NAME],
                                admin_networks=["%s/32" % hosts.gateway],
                                images=dict(SANDBOX_IMAGES))
@@ -98,8 +108,9 @@ class Sandbox(object):
 
 
 @contextlib.contextmanager
-def sandbox(boot_delay=0.0, provider="aws", **delays):
-    """Start the AWS emulator, the host network and the hypervisor; tear all down on exit."""
+def sandbox(boot_delay=0.0, provider="aws", strict=False, **delays):
+    """Start the AWS emulator, the host network and the hypervisor; tear all down on exit.
+    strict (AWS): login user admin, runner outside the VPC, internet only with egress."""
     workdir = tempfile.mkdtemp(prefix="dialog-sandbox-")
     try:
         if provider == "digitalocean":  # helper DO (issue 12): the fake DigitalOcean API
@@ -111,13 +122,15 @@ def sandbox(boot_delay=0.0, provider="aws", **delays):
             return
         with AwsEmulator() as emulator, \
                 SandboxHosts(os.path.join(workdir, "hosts"), cidr=VPC_CIDR,
-                             boot_delay=boot_delay) as hosts:
+                             boot_delay=boot_delay, login_user="admin" if strict else None,
+                             runner_outside=strict, internet=strict) as hosts:
+            use_public_elastic_ips()  # after the emulator loaded moto's EC2 models
             hypervisor = Hypervisor(emulator.client("ec2"), hosts)
             hypervisor.start()
             try:
                 datastore = local_runner.MemoryDatastore()
-                yield Sandbox(emulator, hosts, sandbox_values(emulator, hosts, datastore),
-                              datastore, workdir)
+                yield Sandbox(emulator, hosts, sandbox_values(emulator, hosts, datastore,
+                                                              strict), datastore, workdir)
             finally:
                 hypervisor.stop()
     finally:
@@ -154,6 +167,7 @@ def main(argv):
     params = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     keep = params.pop("keep", "false").lower() == "true"
     boot_delay = float(params.pop("boot_delay", "0"))
+    strict = params.pop("strict", "false").lower() == "true"
     params.setdefault("tier", "small")
     params.setdefault("provider", "aws")
     if params["provider"] not in ("aws", "digitalocean"):
@@ -170,7 +184,7 @@ def main(argv):
                                              local_runner.parameter_schemas(meta))
     status = 1
     started = time.perf_counter()
-    with sandbox(boot_delay, provider=params["provider"]) as box:
+    with sandbox(boot_delay, provider=params["provider"], strict=strict) as box:
         try:
             print("== sandbox: %s API at %s, hosts on %s via %s"
                   % (params["provider"], box.emulator.endpoint_url, box.hosts.network,
@@ -195,8 +209,8 @@ def main(argv):
             print("\nfirst deploy %.1f s, second %.1f s" % (
                 first, time.perf_counter() - started - first))
             if keep:
-                print("\nkept running (ssh -i %s root@<address>); Ctrl-C to tear down"
-                      % box.hosts.ssh_key_path)
+                print("\nkept running (ssh -i %s %s@<address>); Ctrl-C to tear down"
+                      % (box.hosts.ssh_key_path, box.hosts.login_user or "root"))
                 while True:
                     time.sleep(3600)
             print("\n== dialog.destroy", flush=True)

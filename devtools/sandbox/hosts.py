@@ -805,8 +805,8 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
                     os.path.join(host.root, "etc", path), path))
             lines.append("mount --bind '%s' /etc/sudoers.d"
                          % os.path.join(host.root, "etc", "sudoers.d"))
-        keep = {os.path.realpath(p) for p in (
-            self.workdir, os.path.dirname(os.path.dirname(self.python)))}
+        needed = (self.workdir, os.path.dirname(os.path.dirname(self.python)))
+        keep = {f(p) for p in needed for f in (os.path.abspath, os.path.realpath)}
         # helper DO: a venv's interpreter is a symlink; its target (pyenv: under /root) too.
         keep.add(os.path.dirname(os.path.dirname(os.path.realpath(self.python))))
         for target, mode in PRIVATE_DIRS:
