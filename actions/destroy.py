@@ -11,7 +11,7 @@ class DestroyAction(DialogAction):
 
     @reports_errors
     def run(self, deployment, confirm, provider=None, region=None, profile=None,
-            dry_run=False):
+            dry_run=False, delete_data=False):
         validate_deployment_name(deployment)
         if confirm != deployment:
             raise InputError("confirm", "type the deployment name (%s) again to destroy it"
@@ -21,8 +21,11 @@ class DestroyAction(DialogAction):
                                                  provider or record.get("provider"),
                                                  region or record.get("region"))
         driver = self.driver(settings, provider, region)
-        changes = driver.destroy(deployment, dry_run=dry_run)
+        changes = driver.destroy(deployment, dry_run=dry_run, delete_data=bool(delete_data))
         print(render_changes(changes, dry_run=dry_run))
+        kept = list(driver.kept or [])
+        for item in kept:
+            print("kept: %s" % item)
         forgotten = []
         if not dry_run and provider != "static":
             # The data the secrets protect is gone with the volumes; a new deployment of the
@@ -32,4 +35,4 @@ class DestroyAction(DialogAction):
                 print("removed from the datastore: %s" % ", ".join(forgotten))
         return {"deployment": deployment, "provider": provider, "region": driver.region,
                 "dry_run": dry_run, "changes": changes, "summary": summarize(changes),
-                "forgotten": forgotten}
+                "forgotten": forgotten, "kept": kept}

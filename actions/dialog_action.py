@@ -13,13 +13,14 @@ import functools
 from st2common.runners.base_action import Action
 
 from lib.catalog import PROVIDERS, default_catalog
+from lib.cloud.object_storage import files_settings
 from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
 from lib.failures import foreseen_error, scrubber, secret_values
+from lib.hosts.ssh_path import resolve_via
 from lib.hosts.docker_install import apt_repository
 from lib.hosts.registry import registry_settings
-from lib.hosts.ssh_path import resolve_via
 from lib.planner import build_plan, choose, validate_region
 from lib.profiles import resolve_profile
 from lib.providers import open_provider
@@ -131,13 +132,30 @@ class DialogAction(Action):
                              "datastore); give it" % deployment, default_catalog().tier_names)
         if with_storage is None:
             with_storage = any("s3-gateway" in h["roles"] for h in hosts)
-        return {"deployment": deployment, "tier": tier, "provider": settings.get("provider"),
-                "with_storage": bool(with_storage), "hosts": hosts,
-                "secrets": load_secrets(self.action_service, deployment),
-                "images": settings.get("images") or {},
-                # Never rendered: prepare_host hands it to registry.ensure_login only.
-                "registry": registry_settings(settings),
-                "docker_apt_repository": apt_repository(settings.get("docker_apt_repository"))}
+        context = {"deployment": deployment, "tier": tier, "provider": settings.get("provider"),
+                   "with_storage": bool(with_storage), "hosts": hosts,
+                   "secrets": load_secrets(self.action_service, deployment),
+                   "images": settings.get("images") or {},
+                   # Never rendered: prepare_host hands it to registry.ensure_login only.
+                   "registry": registry_settings(settings),
+                   "docker_apt_repository": apt_repository(
+                       settings.get("docker_apt_repository"))}
+        # helper CLOUD (issue 12): the bucket of uploaded files, None where files stay local.
+        context["object_storage"] = self.files_storage(settings, deployment, hosts, with_storage)
+        return context
+
+    def files_storage(self, settings, deployment, hosts, with_storage):
+        """lib.cloud.object_storage.files_settings for the deployment's provider and region."""
+        provider = settings.get("provider")
+        if with_storage or len(hosts) <= 1 or (
+                provider not in ("aws", "digitalocean") and not settings.get("object_storage")):
+            return None
+        record = self.record(deployment)
+        provider = record.get("provider") or provider
+        region = validate_region(default_catalog(), provider,
+                                 record.get("region") or settings.get("region"))
+        return files_settings(self.action_service, self.driver(settings, provider, region),
+                              deployment, hosts, with_storage)
 
     @staticmethod
     def ssh_options(settings):

@@ -64,6 +64,19 @@ def error_response(code, message, status=400):
     return AWSResponse("http://emulated", status, {"Content-Type": "text/xml"}, _Body(body))
 
 
+def _s3_error(code, message, status):
+    body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>%s</Code><Message>%s"
+            "</Message><RequestId>emulated</RequestId></Error>" % (code, message)).encode()
+    return AWSResponse("http://emulated", status, {"Content-Type": "application/xml"},
+                       _Body(body))
+
+
+def _query_error(code, message, status):
+    body = ("<ErrorResponse><Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message>"
+            "</Error><RequestId>emulated</RequestId></ErrorResponse>" % (code, message)).encode()
+    return AWSResponse("http://emulated", status, {"Content-Type": "text/xml"}, _Body(body))
+
+
 class Throttler:
     """Makes a seeded fraction of requests fail with a throttling error before they are sent.
 
@@ -81,9 +94,16 @@ class Throttler:
     def install(self, client):
         client.meta.events.register("before-send", self._before_send)
 
-    def _before_send(self, **_):
+    def _before_send(self, event_name="", **_):
         if self.random.random() < self.rate:
             self.throttled += 1
+            service = event_name.split(".")[1] if event_name.count(".") >= 2 else "ec2"
+            if service == "s3":
+                # S3 throttles with 503 SlowDown in its own error format (S3 API Reference,
+                # "Error responses").
+                return _s3_error("SlowDown", "Please reduce your request rate.", 503)
+            if service in ("iam", "sts"):
+                return _query_error("Throttling", "Rate exceeded", 400)
             return error_response(self.code, "Request limit exceeded.")
         self.sent += 1
         return None

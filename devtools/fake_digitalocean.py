@@ -185,10 +185,18 @@ class FakeDigitalOcean:
     def token(self):
         return self.opt["token"]
 
+    # Spaces (DigitalOcean's S3 API) is not this fake's: set spaces_endpoint to an S3 server
+    # (the AWS emulator's moto) and profile() gives the keys and endpoint to use it.
+    spaces_endpoint = None
+
     def profile(self, **overrides):
-        return dict({"name": "fake-do", "provider": "digitalocean", "region": "fra1",
-                     "endpoint_url": self.url, "digitalocean_token": self.token,
-                     "ssh_key_names": ["dialog-deploy"], "admin_networks": []}, **overrides)
+        profile = {"name": "fake-do", "provider": "digitalocean", "region": "fra1",
+                   "endpoint_url": self.url, "digitalocean_token": self.token,
+                   "ssh_key_names": ["dialog-deploy"], "admin_networks": []}
+        if self.spaces_endpoint:
+            profile.update(spaces_endpoint_url=self.spaces_endpoint,
+                           spaces_access_key_id="DO00SPACESKEYID", spaces_secret_access_key="x")
+        return dict(profile, **overrides)
 
     def reset(self, **options):
         """Forget every resource and request; options not given return to the constructor's."""

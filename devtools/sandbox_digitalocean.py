@@ -16,6 +16,7 @@ import contextlib
 import os
 import sys
 
+from aws_emulator import AwsEmulator
 from fake_digitalocean import FakeDigitalOcean
 from sandbox.do_hypervisor import DoHypervisor
 from sandbox.hosts import PUBLIC_CIDR, SandboxHosts
@@ -25,7 +26,7 @@ from sandbox.volumes import BlockDevices
 # fake gives it to the first VPC created without one, and the hosts' VPC bridge is on it.
 VPC_CIDR = "10.110.0.0/20"
 KEY_NAME = "dialog-sandbox"
-SECRETS = ("digitalocean_token",)
+SECRETS = ("digitalocean_token", "spaces_secret_access_key")
 
 
 @contextlib.contextmanager
@@ -33,11 +34,14 @@ def digitalocean_cloud(workdir, boot_delay=0.0, droplet_delay=1.0, **host_option
     """Start the fake API, the hosts (SandboxHosts options in host_options) and the DO
     hypervisor with its block devices; yield (fake, hosts); tear all down on exit."""
     public_cidr = host_options.pop("public_cidr", PUBLIC_CIDR)
-    with FakeDigitalOcean(boot_delay=droplet_delay, public_network=public_cidr,
-                          vpc_ip_range=VPC_CIDR) as fake, \
+    # moto's S3 stands in for Spaces (the files bucket of multi-server tiers; helper CLOUD).
+    with AwsEmulator() as spaces, \
+            FakeDigitalOcean(boot_delay=droplet_delay, public_network=public_cidr,
+                             vpc_ip_range=VPC_CIDR) as fake, \
             SandboxHosts(os.path.join(workdir, "hosts"), cidr=VPC_CIDR, boot_delay=boot_delay,
                          public_cidr=public_cidr, **host_options) as hosts, \
             BlockDevices(os.path.join(workdir, "devices"), hosts) as devices:
+        fake.spaces_endpoint = spaces.endpoint_url
         hypervisor = DoHypervisor(fake, hosts, devices=devices)
         hypervisor.start()
         try:

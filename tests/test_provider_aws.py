@@ -620,7 +620,8 @@ def test_address_quota_says_what_was_asked(emu):
         operation="AllocateAddress"))
     with pytest.raises(QuotaError) as caught:
         driver.reconcile(plan_for("small"))
-    assert "Elastic IP address for dialog-proxy-1 address 1" in str(caught.value)
+    # The NAT gateway's address is the first the network needs.
+    assert "Elastic IP address for NAT gateway dialog-nat" in str(caught.value)
 
 
 def test_refused_instance_type_is_named(emu):
@@ -724,3 +725,51 @@ def test_monitoring_networks_refuse_the_whole_internet():
     with pytest.raises(InputError) as caught:
         plan_for("small", monitoring_networks=["0.0.0.0/0"])
     assert caught.value.field == "monitoring_networks"
+
+
+# ---- shared files -------------------------------------------------------------------------
+
+def buckets(emu):
+    return [b["Name"] for b in emu.client("s3").list_buckets()["Buckets"]]
+
+
+def test_multi_server_tier_gets_a_private_tagged_bucket_kept_unless_data_goes(emu):
+    plan = plan_for("small-failover")
+    assert buckets(emu) == []
+    make_driver(emu).reconcile(plan)
+    (name,) = buckets(emu)
+    assert name.startswith("dialog-dialog-")
+    s3 = emu.client("s3")
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=name)["TagSet"]}
+    assert tags[TAG_DEPLOYMENT] == "dialog"
+    blocked = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+    assert all(blocked.values()) and len(blocked) == 4
+    assert "Status" not in s3.get_bucket_versioning(Bucket=name)
+    again = make_driver(emu)
+    assert again.reconcile(plan) == [] and again.calls.mutating == []
+    settings = again.object_storage_settings("dialog")
+    assert settings["bucket"] == name and settings["region"] == "us-east-1"
+    s3.put_object(Bucket=name, Key="files/1", Body=b"an upload")
+
+    keep = make_driver(emu)
+    removed = keep.destroy("dialog")
+    assert "bucket" not in {c["kind"] for c in removed}
+    assert buckets(emu) == [name] and name in keep.kept[0]
+    assert emu.resource_counts() == ZERO
+
+    gone = make_driver(emu)
+    assert [(c["action"], c["kind"]) for c in gone.destroy("dialog", delete_data=True)] == [
+        ("delete", "bucket")]
+    assert buckets(emu) == [] and gone.kept == []
+
+
+def test_mini_and_operator_storage_make_no_bucket(emu):
+    make_driver(emu).reconcile(plan_for("mini"))
+    assert buckets(emu) == []
+    given = {"endpoint": "https://s3.example.net", "bucket": "ops-files",
+             "access_key_id": "AKIAOPS", "secret_access_key": SECRET}
+    driver = make_driver(emu, profile=emu.profile(object_storage=given))
+    driver.reconcile(plan_for("small", deployment="other"))
+    assert buckets(emu) == []
+    settings = driver.object_storage_settings("other")
+    assert (settings["endpoint"], settings["bucket"]) == ("https://s3.example.net", "ops-files")

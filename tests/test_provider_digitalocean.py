@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from aws_emulator import AwsEmulator
 from fake_digitalocean import FakeDigitalOcean
 from lib import errors
 from lib.planner import build_plan
@@ -56,8 +57,22 @@ class VirtualTime:
 
 
 @pytest.fixture(scope="module")
-def server():
+def spaces():
+    """moto's S3 standing in for Spaces' S3 API."""
+    with AwsEmulator() as s3:
+        yield s3
+
+
+@pytest.fixture(scope="module")
+def server(spaces):
     with FakeDigitalOcean() as fake:
+        fake.spaces_endpoint = spaces.endpoint_url
+        forget = fake.reset
+
+        def reset(**options):     # the account's Spaces go with the rest of it
+            spaces.reset()
+            forget(**options)
+        fake.reset = reset
         yield fake
 
 
@@ -527,3 +542,31 @@ def test_monitoring_networks_reach_prometheus_on_the_web_droplets_only(fake):
               and rule["sources"].get("addresses") == monitoring}
     assert opened == {"dialog-web"}
     assert_rerun_is_quiet(fake, plan)
+
+
+def test_spaces_bucket_through_the_s3_api_kept_unless_data_goes(fake, spaces):
+    plan = plan_for("small-failover")
+    driver(fake).reconcile(plan)
+    spaces = spaces.client("s3")
+    (name,) = [b["Name"] for b in spaces.list_buckets()["Buckets"]]
+    assert name.startswith("dialog-dialog-")
+    assert_rerun_is_quiet(fake, plan)
+    settings = driver(fake).object_storage_settings("dialog")
+    assert settings["bucket"] == name and settings["endpoint"] == fake.spaces_endpoint
+    keep = driver(fake)
+    assert "bucket" not in {c["kind"] for c in keep.destroy("dialog")}
+    assert [b["Name"] for b in spaces.list_buckets()["Buckets"]] == [name] and keep.kept
+    gone = driver(fake)
+    assert [(c["action"], c["kind"]) for c in gone.destroy("dialog", delete_data=True)] == [
+        ("delete", "bucket")]
+    assert spaces.list_buckets()["Buckets"] == []
+
+
+def test_missing_spaces_keys_stop_before_any_change(fake):
+    calls = base.CallLog()
+    with pytest.raises(errors.InputError) as caught:
+        driver(fake, calls=calls, profile={"spaces_access_key_id": None}).reconcile(
+            plan_for("small-failover"))
+    assert "spaces_access_key_id" in str(caught.value)
+    assert calls.mutating == [] and not fake.droplets
+    driver(fake, profile={"spaces_access_key_id": None}).reconcile(plan_for("mini"))

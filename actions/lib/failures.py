@@ -21,7 +21,7 @@ deployment's secrets never reach a result, a chat channel or a log.
 import re
 
 from lib.errors import DialogError, ProviderError, ResourceFailed
-from lib.profiles import REDACTED, SECRET_FIELDS
+from lib.profiles import NESTED_SECRETS, REDACTED, SECRET_FIELDS
 
 # Profile fields whose values are credentials (the key text is multi-line).
 PROFILE_SECRETS = SECRET_FIELDS + ("ssh_private_key",)
@@ -72,6 +72,10 @@ def secret_values(config=None, deployment_secrets=None):
         for field in PROFILE_SECRETS:
             if isinstance(profile, dict) and profile.get(field):
                 values.append(str(profile[field]))
+        for outer, inner in NESTED_SECRETS:    # object_storage's secret key
+            nested = profile.get(outer) if isinstance(profile, dict) else None
+            if isinstance(nested, dict) and nested.get(inner):
+                values.append(str(nested[inner]))
     for value in (deployment_secrets or {}).values():
         if value:
             values.append(str(value))

@@ -3,7 +3,9 @@
 from lib.errors import InputError
 
 SECRET_FIELDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-                 "digitalocean_token", "registry_password")
+                 "digitalocean_token", "registry_password", "spaces_secret_access_key")
+# Secret fields inside a profile's object: (object field, secret field).
+NESTED_SECRETS = (("object_storage", "secret_access_key"),)
 REDACTED = "********"
 
 
@@ -26,5 +28,9 @@ def resolve_profile(config, name=None):
 
 def redact(profile):
     """A copy safe to log or return: every credential replaced by a fixed mask."""
-    return {key: (REDACTED if key in SECRET_FIELDS and value else value)
+    safe = {key: (REDACTED if key in SECRET_FIELDS and value else value)
             for key, value in profile.items()}
+    for outer, inner in NESTED_SECRETS:
+        if isinstance(safe.get(outer), dict) and safe[outer].get(inner):
+            safe[outer] = dict(safe[outer], **{inner: REDACTED})
+    return safe

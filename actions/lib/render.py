@@ -179,6 +179,14 @@ def _check_inputs(context, host, images):
                       if other not in present})
     if "dialog-server" in roles and context.get("with_storage") and "s3-gateway" not in present:
         lacking.append("s3-gateway")
+    storage = context.get("object_storage")
+    if "dialog-server" in roles and storage and not context.get("with_storage"):
+        absent = [k for k in ("endpoint", "bucket", "access_key_id", "secret_access_key")
+                  if not storage.get(k)]
+        if absent:
+            raise InputError("object_storage", "%s keeps uploaded files in bucket %s, and the "
+                             "profile gives no %s for it" % (host["name"], storage.get("bucket"),
+                                                             " or ".join(absent)))
     if lacking:
         raise InputError("hosts", "%s needs hosts with the role %s, and the inventory has none"
                          % (host["name"], ", ".join(lacking)))
@@ -204,6 +212,8 @@ def _model(context, host, images, catalog):
     return {
         "deployment": deployment, "tier": context["tier"], "project": PROJECT,
         "with_storage": bool(context.get("with_storage")),
+        # The bucket of uploaded files (lib.cloud.object_storage), None where files stay local.
+        "object_storage": None if context.get("with_storage") else context.get("object_storage"),
         "host": host, "address": host["private_address"], "roles": roles,
         "public_address": public_address(host),
         "provider": context.get("provider"),    # turnserver.conf's address mapping

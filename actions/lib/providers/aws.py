@@ -17,6 +17,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as 
                                  PartialCredentialsError, WaiterError)
 
 from lib.catalog import default_catalog
+from lib.cloud import object_storage
 from lib.cloud.aws_egress import (DEFAULT_ROUTE, default_route, egress_problem,
                                   hosts_needing_public_subnet)
 from lib.cloud.login_users import aws_login_users
@@ -49,7 +50,8 @@ HOSTS = "hosts"
 NAT_LIVE = ["pending", "available"]
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
-READ_PREFIXES = ("Describe", "Get", "List")
+READ_PREFIXES = ("Describe", "Get", "List", "Head")
+RECORDED_SERVICES = ("ec2", "s3", "iam")
 CREDENTIAL_CODES = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId",
                     "SignatureDoesNotMatch", "ExpiredToken", "RequestExpired", "AccessDenied",
                     "InvalidAccessKeyId", "OptInRequired", "UnrecognizedClientException"}
@@ -227,6 +229,8 @@ class Driver(base.Driver):
         self.client_hook = client_hook
         self.catalog = catalog or default_catalog()
         self._ec2 = None
+        self._clients = {}
+        self.kept = []      # what the last destroy left in place on purpose (the files bucket)
         self._where = "profile %r (aws, %s)" % (str(profile.get("name") or "default"), region)
 
     # ---- sessions and clients ----------------------------------------------------------------
@@ -237,6 +241,12 @@ class Driver(base.Driver):
             with self._errors():
                 self._ec2 = self._client(self._session(), "ec2")
         return self._ec2
+
+    def _other_client(self, service):
+        if service not in self._clients:
+            with self._errors():
+                self._clients[service] = self._client(self._session(), service)
+        return self._clients[service]
 
     def _session(self):
         keys = {k: self.profile[k] for k in
@@ -272,7 +282,8 @@ class Driver(base.Driver):
         if http_response is None or http_response.status_code >= 300:
             return
         service = model.service_model.service_name
-        self.calls.record(model.name, service == "ec2" and not model.name.startswith(READ_PREFIXES))
+        self.calls.record(model.name, service in RECORDED_SERVICES
+                          and not model.name.startswith(READ_PREFIXES))
 
     # ---- errors ------------------------------------------------------------------------------
 
@@ -488,6 +499,7 @@ class Driver(base.Driver):
                 self._image(state)      # a bad image fails the run before anything is made
             for step in (self._ensure_network, self._ensure_groups, self._ensure_hosts,
                          self._ensure_private_ips, self._ensure_addresses, self._ensure_egress,
+                         self._ensure_bucket,
                          self._remove_extra_hosts, self._remove_extra_groups):
                 step(state, plan, dry_run, changes)
         return changes
@@ -1141,10 +1153,15 @@ class Driver(base.Driver):
 
     # ---- destroy -----------------------------------------------------------------------------
 
-    def destroy(self, deployment, dry_run=False):
+    def destroy(self, deployment, dry_run=False, delete_data=False):
         validate_deployment_name(deployment)
         changes = []
         with self._errors():
+            bucket = self._files_bucket(deployment)
+            gone, self.kept = bucket.destroy(delete_data, dry_run) if bucket else ([], [])
+            changes += gone
+            if bucket:
+                changes += self._files_user(deployment, bucket).destroy(dry_run)
             state = self._read(deployment)
             if state.nat:
                 # Deleting a NAT gateway takes a minute or more: start it first.
@@ -1162,6 +1179,50 @@ class Driver(base.Driver):
             self._delete_groups(state, dry_run, changes)
             self._delete_network(state, dry_run, changes)
         return changes
+
+    # shared files
+
+    def _files_bucket(self, deployment):
+        """The pack's bucket for the deployment's uploaded files; None when the profile names
+        the operator's own (object_storage)."""
+        if object_storage.operator_storage(self.profile):
+            return None
+        account = self._other_client("sts").get_caller_identity()["Account"]
+        return object_storage.Bucket(
+            self._other_client("s3"), object_storage.bucket_name(deployment, account,
+                                                                 self.region),
+            self.region, deployment, aws=True, where=self._where)
+
+    def _ensure_bucket(self, state, plan, dry_run, changes):
+        """The files bucket and the IAM user whose keys the dialog servers use for it (its
+        policy allows that bucket only: the deployer's own keys never reach a host)."""
+        if not object_storage.needs_shared_files(plan):
+            return
+        bucket = self._files_bucket(state.deployment)
+        if bucket:
+            changes.extend(bucket.ensure(dry_run))
+            changes.extend(self._files_user(state.deployment, bucket).ensure(dry_run))
+
+    def _files_user(self, deployment, bucket):
+        return object_storage.BucketUser(self._other_client("iam"), deployment, bucket.name,
+                                         tags=_tag_list({TAG_DEPLOYMENT: deployment,
+                                                         TAG_MANAGED: MANAGED_BY}))
+
+    def object_storage_settings(self, deployment, stored=None):
+        """Where the dialog servers keep uploaded files: endpoint, bucket, region,
+        path_style and keys. stored: the key pair kept from an earlier run ({access_key_id,
+        secret_access_key}); when AWS no longer has it a new pair is made and the result
+        says new_credentials=True (the caller keeps it: AWS shows a secret key once)."""
+        given = object_storage.operator_storage(self.profile)
+        if given:
+            return dict(given, path_style=bool(given.get("path_style", True)))
+        with self._errors():
+            bucket = self._files_bucket(deployment)
+            keys, new = self._files_user(deployment, bucket).credentials(stored)
+        endpoint = self.profile.get("endpoint_url") or \
+            "https://s3.%s.amazonaws.com" % self.region
+        return dict(keys, endpoint=endpoint, bucket=bucket.name, region=self.region,
+                    path_style=bool(self.profile.get("endpoint_url")), new_credentials=new)
 
     def _delete_volumes(self, state, dry_run, changes):
         """Volumes that termination does not take along (detached, or DeleteOnTermination off)."""

@@ -100,7 +100,10 @@ class Driver:
         return the changes that would be made and make no mutating call."""
         raise NotImplementedError
 
-    def destroy(self, deployment, dry_run=False):
+    kept = ()   # after destroy: what it left in place on purpose, one sentence each
+
+    def destroy(self, deployment, dry_run=False, delete_data=False):
         """Delete every resource tagged with the deployment (hosts, volumes, addresses,
-        firewalls, networks); return the change() records."""
+        firewalls, networks); return the change() records. The bucket of uploaded files
+        (lib.cloud.object_storage) goes only with delete_data; else it is listed in kept."""
         raise NotImplementedError

@@ -24,6 +24,7 @@ import pydo
 from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 
+from lib.cloud import object_storage
 from lib.cloud.login_users import DIGITALOCEAN_USER
 from lib.cloud.volume_devices import digitalocean_device
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
@@ -221,6 +222,7 @@ class Driver(base.Driver):
         self.max_wait = max_wait
         self._who = "profile '%s' (digitalocean)" % (profile.get("name") or "default")
         self._api = None
+        self.kept = []      # what the last destroy left in place on purpose (the files bucket)
 
     # ---- the three operations -------------------------------------------------------------
 
@@ -236,8 +238,13 @@ class Driver(base.Driver):
                                 % (self._who, plan.get("provider")))
         deployment = plan["deployment"]
         self.progress("reading deployment '%s' on DigitalOcean" % deployment)
+        # First: missing Spaces keys stop the run before any droplet exists.
+        bucket = self._files_bucket(deployment) \
+            if object_storage.needs_shared_files(plan) else None
         state = self._read(deployment)
         changes = self._remove_surplus(plan, state, dry_run)
+        if bucket:
+            changes += bucket.ensure(dry_run)
         vpc_id = self._ensure_vpc(plan, state, changes, dry_run)
         changes += self._ensure_droplets(plan, state, vpc_id, dry_run)
         changes += self._ensure_volumes(plan, state, dry_run)
@@ -245,14 +252,17 @@ class Driver(base.Driver):
         changes += self._ensure_firewalls(plan, state, dry_run)
         return changes
 
-    def destroy(self, deployment, dry_run=False):
+    def destroy(self, deployment, dry_run=False, delete_data=False):
         self.progress("reading deployment '%s' on DigitalOcean" % deployment)
+        bucket = self._files_bucket(deployment, required=False)
+        gone, self.kept = bucket.destroy(delete_data, dry_run) if bucket else ([], [])
         state = self._read(deployment)
         droplets = sorted(list(state["droplets"].values()) + state["duplicates"],
                           key=lambda d: (d["name"], d["id"]))
         changes = [base.change("delete", "reserved_ip", ip["ip"],
                                "held by %s" % ip["droplet"]["name"])
                    for ip in state["reserved_ips"]]
+        changes += gone
         changes += [base.change("delete", "droplet", d["name"]) for d in droplets]
         changes += [base.change("delete", "volume", name) for name in sorted(state["volumes"])]
         changes += [base.change("delete", "firewall", name)
@@ -281,6 +291,26 @@ class Driver(base.Driver):
             self._call("deleting tag %s" % tag, self.api.tags.delete, tag_id=tag,
                        missing_ok=True)
         return changes
+
+    # ---- shared files (lib.cloud.object_storage) --------------------------------------------
+
+    def _files_bucket(self, deployment, required=True):
+        """The deployment's Spaces bucket (None with the operator's object_storage, or when
+        not required and the profile has no Spaces keys)."""
+        if not required and not self.profile.get("spaces_access_key_id"):
+            return None
+        account = self._call("reading the account", self.api.account.get)["account"]["uuid"]
+        return object_storage.spaces_bucket(self.profile, self.region, deployment, account,
+                                            calls=self.calls, where=self._who)
+
+    def object_storage_settings(self, deployment):
+        """Where the dialog servers keep uploaded files (keys included: render puts them in
+        secret files only)."""
+        given = object_storage.operator_storage(self.profile)
+        if given:
+            return dict(given, path_style=bool(given.get("path_style", True)))
+        return object_storage.spaces_settings(self.profile, self.region,
+                                              self._files_bucket(deployment))
 
     # ---- the API client -------------------------------------------------------------------
 

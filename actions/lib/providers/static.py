@@ -90,6 +90,6 @@ class Driver(base.Driver):
                 self.progress("%s will serve as %s" % (given["name"], name))
         return []
 
-    def destroy(self, deployment, dry_run=False):
+    def destroy(self, deployment, dry_run=False, delete_data=False):
         self.progress("static hosts are the operator's: nothing is deleted")
         return []
