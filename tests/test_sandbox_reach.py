@@ -11,19 +11,26 @@
 Real network namespaces, sshd, sudo and nftables; needs root (CI runs as root).
 """
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import boto3
 import paramiko
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox import network
+from sandbox.hosts import SandboxError, SandboxHosts, preflight, sweep_stale
 from sandbox.hypervisor import Hypervisor, use_public_elastic_ips
 
 pytestmark = pytest.mark.xdist_group("netns")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CIDR = "10.83.0.0/24"
 PRIVATE = {"a": "10.83.0.11", "b": "10.83.0.12"}
@@ -276,4 +283,30 @@ def test_hypervisor_derives_public_addresses_and_egress_as_aws_routes(monkeypatc
         assert hosts.public["web"] is None and hosts.egress["web"] is False
         assert hypervisor.errors == [] and set(hosts.hosts) == {"web", "db", "lone", "app"}
     finally:
+        # moto's backends are this process's: later tests must not see these instances.
+        requests.post("http://%s:%d/moto-api/reset" % server.get_host_and_port(), timeout=10)
         server.stop()
+
+
+def test_sweep_removes_a_dead_owners_firewall(tmp_path):
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from sandbox.hosts import SandboxHosts\n"
+              "hosts = SandboxHosts(%r, cidr='10.85.0.0/24', runner_outside=True)\n"
+              "print(hosts.token, flush=True)\n"
+              "sys.stdin.read()\n" % (os.path.join(ROOT, "devtools"), str(tmp_path)))
+    owner = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        token = owner.stdout.readline().strip()
+        assert token, "the owner process did not start"
+        assert "dsb" + token in network.list_tables()
+    finally:
+        owner.kill()
+        owner.wait()
+        owner.stdin.close()
+        owner.stdout.close()
+    sweep_stale()
+    assert "dsb" + token not in network.list_tables()
+    addresses = subprocess.run(["ip", "-o", "addr"], check=True, capture_output=True,
+                               text=True).stdout
+    assert token not in addresses

@@ -22,7 +22,7 @@ Layout on this machine (the action runner):
   ``docker`` (devtools/sandbox/fake_docker.py) and hides this machine's ``/usr/local/bin`` from
   the host; SSH sessions get ``PATH=/usr/local/bin:...`` first (sshd ``SetEnv``). The rest of
   the filesystem is this machine's, shared by all hosts (python3, ip, coreutils ...);
-* SSH: user ``root``, public key only, with the ed25519 key pair generated in
+* SSH: user ``root`` (or ``login_user``), public key only, with the ed25519 key pair generated in
   ``workdir/id_ed25519`` (``ssh_key_path``); each host has its own ed25519 host key, listed in
   ``workdir/known_hosts`` (``known_hosts_path``) while it runs. sshd's config, host key, pid
   file, log and boot script are in ``workdir/<name>/.sandbox/``.
@@ -35,8 +35,28 @@ ones it created when they are still empty and no other sandbox is running.
 process that died (SIGKILL, power loss) are recognised and removed by ``sweep_stale()``, which
 every new SandboxHosts runs first.
 
-Needs root, iproute2 (``ip netns``), util-linux (``unshare``, ``mount``) and openssh-server
-(``/usr/sbin/sshd``; Debian: ``apt-get install -y openssh-server``).
+Each host also has its own ``/root``, ``/home`` and ``/tmp`` (``<root>/root`` ...; what it
+must still see of this machine there, this workdir and the fake docker's interpreter, is bound
+at the same path inside them).
+
+Cloud strictness (SandboxHosts options, off by default; see the class docstring):
+
+* ``login_user`` ("admin", "ubuntu"): the host gets its own /etc/passwd, group, shadow,
+  gshadow, sudoers and sudoers.d (devtools/sandbox/accounts.py), sshd lets in only that user,
+  key in ~/.ssh/authorized_keys, with passwordless sudo, as on the cloud images;
+* public addresses: ``set_public_address`` (AWS, a 1:1 NAT on this machine, see network.py);
+  ``boot(public_on_interface=True)`` (DigitalOcean) puts the public address on eth0 in a second
+  bridge ``dsb<token>pb`` (this machine holds the last usable address of ``public_cidr``) and
+  the VPC address on eth1;
+* ``runner_outside``: this machine's connections to VPC addresses are refused (nftables table
+  ``inet dsb<token>``), except the sandbox's own (network.INTERNAL_MARK);
+* ``internet``: ``internet_address`` (203.0.113.80) on a link ``dsb<token>in``; hosts reach it
+  only after ``set_egress(name, True)``, others are refused at once. DigitalOcean hosts reach
+  it through their public interface.
+
+Needs root, iproute2 (``ip netns``), util-linux (``unshare``, ``mount``), nftables, sudo and
+openssh-server (``/usr/sbin/sshd``; Debian: ``apt-get install -y openssh-server sudo
+nftables``).
 """
 
 import contextlib
@@ -107,7 +127,8 @@ def preflight():
     if os.geteuid() != 0:
         problems.append("sandbox hosts need root (network namespaces, a bridge, bind mounts); "
                         "run as root")
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("mount", "mount")):
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("mount", "mount"),
+                          ("nft", "nftables"), ("sudo", "sudo")):
         if shutil.which(tool) is None:
             problems.append("%s is missing: apt-get install -y %s" % (tool, package))
     if not os.access(SSHD, os.X_OK):
@@ -203,7 +224,7 @@ def sweep_stale():
             if match and match.group(1) == match.group(2) and _stale(match.group(1)):
                 _run("iptables", "-w", "-D", "FORWARD", "-i", match.group(1), "-o",
                      match.group(1), "-j", "ACCEPT", check=False)
-    if shutil.which("nft") is not None:
+    if shutil.which("nft") is not None:  # absent before the first sandbox with a firewall
         for table in network.list_tables():
             if _stale(table):
                 network.delete_table(table)
@@ -639,8 +660,6 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
 
     def _create_bridge(self):
         self._check_network_free(self.network)
-        if shutil.which("nft") is None:
-            raise SandboxError("nft is missing: apt-get install -y nftables")
         if self.internet:
             self._check_network_free(ipaddress.ip_network(INTERNET_ADDRESS))
         self._bridge_made = True  # from here on, close() removes what was made
