@@ -36,7 +36,7 @@ import fabric
 import paramiko
 
 from lib import health
-from lib.hosts import registry, volumes
+from lib.hosts import docker_install, registry, volumes
 from lib.hosts import gateways
 from lib.errors import InputError, ProviderError, ResourceFailed
 
@@ -200,43 +200,9 @@ def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, por
 
 # ----------------------------------------------------------------------------- host scripts
 
-# Docker Engine and the compose plugin from Docker's apt repository (Debian and Ubuntu), the
-# way docs.docker.com/engine/install/ describes it. Prints "@docker present|installed".
-DOCKER_BODY = r"""
-if docker compose version >/dev/null 2>&1; then echo "@docker present"; exit 0; fi
-if [ ! -r /etc/os-release ]; then echo "no /etc/os-release: cannot tell the distribution" >&2
-  exit 1; fi
-. /etc/os-release
-case " $ID $ID_LIKE " in
-  *" ubuntu "*) dist=ubuntu; codename="${UBUNTU_CODENAME:-$VERSION_CODENAME}" ;;
-  *" debian "*) dist=debian; codename="$VERSION_CODENAME" ;;
-  *) echo "Docker is missing and the pack installs it only on Debian and Ubuntu (this is $ID)" >&2
-     exit 1 ;;
-esac
-if [ -z "$codename" ]; then echo "no VERSION_CODENAME in /etc/os-release" >&2; exit 1; fi
-export DEBIAN_FRONTEND=noninteractive
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-apt_get() {
-  apt-get -q -y -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 -o Acquire::http::Timeout=30 \
-    "$@" >"$log" 2>&1 || { tail -n 5 "$log" >&2; return 1; }
-}
-apt_get update
-apt_get install --no-install-recommends ca-certificates curl
-install -m 0755 -d /etc/apt/keyrings
-curl -fsSL --connect-timeout 20 --retry 3 "https://download.docker.com/linux/$dist/gpg" \
-  -o /etc/apt/keyrings/docker.asc.new
-mv -f /etc/apt/keyrings/docker.asc.new /etc/apt/keyrings/docker.asc
-chmod a+r /etc/apt/keyrings/docker.asc
-echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc]" \
-  "https://download.docker.com/linux/$dist $codename stable" >/etc/apt/sources.list.d/docker.list
-apt_get update
-apt_get install docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin
-if command -v systemctl >/dev/null 2>&1; then systemctl enable --now docker >/dev/null 2>&1 || true
-fi
-docker compose version >/dev/null
-echo "@docker installed"
-"""
+# Docker Engine and the compose plugin: lib/hosts/scripts/install_docker.sh, from the profile's
+# docker_apt_repository (rendered["docker_apt_repository"]); this is the default repository's.
+DOCKER_BODY = docker_install.docker_body()
 
 # A self-signed certificate for the proxy, created once. Prints "@tls present|created".
 TLS_BODY = r"""
@@ -324,10 +290,11 @@ def _mark(marks, key):
     return values[-1] if values else None
 
 
-def ensure_docker(connection):
+def ensure_docker(connection, repository=None):
     """Install Docker Engine and the compose plugin unless `docker compose version` works
     (Debian/Ubuntu, Docker's apt repository); "present" or "installed". One SSH command."""
-    marks = _run_script(connection, connection.host, _fragment("docker", DOCKER_BODY),
+    marks = _run_script(connection, connection.host, _fragment(
+        "docker", docker_install.docker_body(repository)),
                         DOCKER_TIMEOUT, "docker")
     return _mark(marks, "docker")
 
@@ -568,7 +535,8 @@ def prepare_host(connection, rendered, credentials=None, progress=None):
     checked = _checked_files(rendered.get("files"))
     redact = health.redactor(rendered.get("files"))
 
-    marks = _run_script(connection, label, _fragment("docker", DOCKER_BODY), DOCKER_TIMEOUT,
+    docker_body = docker_install.docker_body(rendered.get("docker_apt_repository"))
+    marks = _run_script(connection, label, _fragment("docker", docker_body), DOCKER_TIMEOUT,
                         "docker", redact)
     docker = _mark(marks, "docker")
     say("%s: docker %s" % (host, docker))
