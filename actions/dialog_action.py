@@ -144,8 +144,9 @@ class DialogAction(Action):
         context["object_storage"] = self.files_storage(settings, deployment, hosts, with_storage)
         return context
 
-    def files_storage(self, settings, deployment, hosts, with_storage):
-        """lib.cloud.object_storage.files_settings for the deployment's provider and region."""
+    def files_storage(self, settings, deployment, hosts, with_storage, create=False):
+        """lib.cloud.object_storage.files_settings for the deployment's provider and region
+        (create: make the bucket's key if none is kept; dialog.provision does, once)."""
         provider = settings.get("provider")
         if with_storage or len(hosts) <= 1 or (
                 provider not in ("aws", "digitalocean") and not settings.get("object_storage")):
@@ -155,7 +156,7 @@ class DialogAction(Action):
         region = validate_region(default_catalog(), provider,
                                  record.get("region") or settings.get("region"))
         return files_settings(self.action_service, self.driver(settings, provider, region),
-                              deployment, hosts, with_storage)
+                              deployment, hosts, with_storage, create=create)
 
     @staticmethod
     def ssh_options(settings):

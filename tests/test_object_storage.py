@@ -77,7 +77,11 @@ def test_aws_bucket_keys_are_made_once_kept_encrypted_and_limited_to_the_bucket(
     driver.reconcile(plan)
     store = Datastore()
     hosts = plan["hosts"]
-    first = object_storage.files_settings(store, driver, "dialog", hosts, False)
+    # Bootstraps run in parallel and only read: without a kept key they say what to run.
+    with pytest.raises(Exception) as caught:
+        object_storage.files_settings(store, driver, "dialog", hosts, False)
+    assert "dialog.provision" in str(caught.value) and store.values == {}
+    first = object_storage.files_settings(store, driver, "dialog", hosts, False, create=True)
     assert "new_credentials" not in first
     kept = json.loads(store.values["dialog.dialog.files_key"])
     assert kept["access_key_id"] == first["access_key_id"]
@@ -94,3 +98,11 @@ def test_aws_bucket_keys_are_made_once_kept_encrypted_and_limited_to_the_bucket(
     gone.destroy("dialog")
     assert iam.list_users(PathPrefix="/dialog/")["Users"] == []
     assert object_storage.files_settings(store, driver, "dialog", hosts[:1], False) is None
+
+
+def test_an_object_storage_holding_only_filled_in_defaults_is_not_given():
+    assert object_storage.operator_storage({"object_storage": {"path_style": True}}) is None
+    assert object_storage.operator_storage({}) is None
+    with pytest.raises(Exception) as caught:
+        object_storage.operator_storage({"object_storage": {"bucket": "b"}})
+    assert "endpoint" in str(caught.value)

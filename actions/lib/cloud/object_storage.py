@@ -40,7 +40,9 @@ def needs_shared_files(plan):
 def operator_storage(profile):
     """The profile's object_storage, checked: None when not given."""
     given = profile.get("object_storage")
-    if not given:
+    # StackStorm's config loader fills in schema defaults of nested fields: an object holding
+    # nothing but path_style was never written by the operator.
+    if not isinstance(given, dict) or not any(v for k, v in given.items() if k != "path_style"):
         return None
     missing = [k for k in ("endpoint", "bucket", "access_key_id", "secret_access_key")
                if not given.get(k)]
@@ -279,7 +281,7 @@ class BucketUser:
                                      PolicyDocument=self._policy())
         return changes
 
-    def credentials(self, stored=None):
+    def credentials(self, stored=None, create=True):
         """({access_key_id, secret_access_key}, new): the stored pair while AWS has it."""
         keys = [k["AccessKeyId"] for k in
                 self.iam.list_access_keys(UserName=self.name)["AccessKeyMetadata"]]
@@ -287,6 +289,10 @@ class BucketUser:
         if stored.get("access_key_id") in keys and stored.get("secret_access_key"):
             return {"access_key_id": stored["access_key_id"],
                     "secret_access_key": stored["secret_access_key"]}, False
+        if not create:
+            raise InputError("deployment", "the datastore keeps no valid key of IAM user %s "
+                             "for the files bucket %s; run dialog.provision (it makes one)"
+                             % (self.name, self.bucket))
         for key in keys:    # secrets nobody kept: useless, and IAM allows two per user
             self.iam.delete_access_key(UserName=self.name, AccessKeyId=key)
         made = self.iam.create_access_key(UserName=self.name)["AccessKey"]
@@ -320,9 +326,12 @@ def store_keys(datastore, deployment, settings):
          "secret_access_key": settings["secret_access_key"]}), local=False, encrypt=True)
 
 
-def files_settings(datastore, driver, deployment, hosts, with_storage):
+def files_settings(datastore, driver, deployment, hosts, with_storage, create=False):
     """Where the dialog servers keep uploaded files, for render: None on one-server
-    deployments, with self-hosted storage, and on static hosts without object_storage."""
+    deployments, with self-hosted storage, and on static hosts without object_storage.
+    create: make (and keep) the AWS bucket's key when none is kept. Only one action at a time
+    may do that (IAM allows two keys per user; parallel bootstraps would replace each
+    other's), so the bootstraps read and dialog.provision creates."""
     if with_storage or len(hosts) <= 1:
         return None
     given = operator_storage(driver.profile)
@@ -332,8 +341,8 @@ def files_settings(datastore, driver, deployment, hosts, with_storage):
         return None
     if driver.name != "aws":
         return driver.object_storage_settings(deployment)
-    settings = driver.object_storage_settings(deployment, load_stored_keys(datastore,
-                                                                           deployment))
+    settings = driver.object_storage_settings(
+        deployment, load_stored_keys(datastore, deployment), create=create)
     if settings.pop("new_credentials", False):
         store_keys(datastore, deployment, settings)
     return settings

@@ -1208,7 +1208,7 @@ class Driver(base.Driver):
                                          tags=_tag_list({TAG_DEPLOYMENT: deployment,
                                                          TAG_MANAGED: MANAGED_BY}))
 
-    def object_storage_settings(self, deployment, stored=None):
+    def object_storage_settings(self, deployment, stored=None, create=True):
         """Where the dialog servers keep uploaded files: endpoint, bucket, region,
         path_style and keys. stored: the key pair kept from an earlier run ({access_key_id,
         secret_access_key}); when AWS no longer has it a new pair is made and the result
@@ -1218,7 +1218,7 @@ class Driver(base.Driver):
             return dict(given, path_style=bool(given.get("path_style", True)))
         with self._errors():
             bucket = self._files_bucket(deployment)
-            keys, new = self._files_user(deployment, bucket).credentials(stored)
+            keys, new = self._files_user(deployment, bucket).credentials(stored, create)
         endpoint = self.profile.get("endpoint_url") or \
             "https://s3.%s.amazonaws.com" % self.region
         return dict(keys, endpoint=endpoint, bucket=bucket.name, region=self.region,
