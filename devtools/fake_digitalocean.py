@@ -59,16 +59,18 @@ def _catalog_digitalocean():
         spec = yaml.safe_load(handle)["providers"]["digitalocean"]
     sizes = {slug: (int(size["memory_gb"] * 1024), size["vcpus"], size["disk_gb"])
              for slug, size in spec["sizes"].items()}   # slug: (memory MB, vcpus, disk GB)
-    return tuple(spec["regions"]), sizes
+    smallest_standard = min((slug for slug, size in spec["sizes"].items()
+                             if size["class"] == "standard"), key=sizes.__getitem__)
+    return tuple(spec["regions"]), sizes, smallest_standard
 
 
-REGIONS, SIZES = _catalog_digitalocean()
+REGIONS, SIZES, _SMALLEST_STANDARD = _catalog_digitalocean()
 IMAGES = ("debian-12-x64", "debian-11-x64", "ubuntu-24-04-x64", "ubuntu-22-04-x64")
 # Sizes are not offered in every region: GET /v2/sizes lists each size's regions, and a droplet
 # created outside them is refused with 422 "Size is not available in this region." (widely
-# reported, e.g. s-2vcpu-4gb was missing from nyc3 in 2026). One such gap is kept here so that
-# the pack's region-for-size check has something to find.
-SIZE_REGIONS = {slug: [r for r in REGIONS if not (slug == "s-2vcpu-4gb" and r == "nyc3")]
+# reported, e.g. the smallest standard size was missing from nyc3 in 2026). That gap is kept
+# here so that the pack's region-for-size check has something to find.
+SIZE_REGIONS = {slug: [r for r in REGIONS if not (slug == _SMALLEST_STANDARD and r == "nyc3")]
                 for slug in SIZES}
 DEFAULTS = {"token": "dop_v1_fake0123456789", "seed": 0, "throttle_rate": 0.0,
             "throttle_reset": 1, "boot_delay": 0.0, "limits": None, "fail_droplets": (),
