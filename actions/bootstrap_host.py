@@ -11,7 +11,8 @@ class BootstrapHostAction(DialogAction):
             health_timeout=600, ssh_timeout=600, joining=None, run_id=None, needs=None,
             dependency_timeout=3600):
         settings = self.profile(profile)
-        context = self.deployment_context(settings, deployment, hosts, tier, with_storage)
+        context = self.deployment_context(settings, deployment, hosts, tier, with_storage,
+                                          files=True)
         context["joining"] = joining or []
         gate = None
         if run_id:

@@ -121,10 +121,13 @@ class DialogAction(Action):
         """What dialog.deploy remembered of the deployment ({} if it never ran for it)."""
         return load_record(self.action_service, deployment) or {}
 
-    def deployment_context(self, settings, deployment, hosts, tier=None, with_storage=None):
+    def deployment_context(self, settings, deployment, hosts, tier=None, with_storage=None,
+                           files=False):
         """What the renderer needs to produce every host's files: secrets from the datastore,
         images from the profile, the deployment's hosts; the tier from the deployment's record
-        when not given."""
+        when not given. files: also the files bucket and its key (provider calls: STS, IAM,
+        Spaces), which only an action that uploads the dialog servers' server.conf needs;
+        read-only actions (status, checks) must work without cloud credentials."""
         if tier is None:
             tier = self.record(deployment).get("tier")
         if tier is None:
@@ -141,7 +144,8 @@ class DialogAction(Action):
                    "docker_apt_repository": apt_repository(
                        settings.get("docker_apt_repository"))}
         # helper CLOUD (issue 12): the bucket of uploaded files, None where files stay local.
-        context["object_storage"] = self.files_storage(settings, deployment, hosts, with_storage)
+        context["object_storage"] = self.files_storage(settings, deployment, hosts,
+                                                       with_storage) if files else None
         return context
 
     def files_storage(self, settings, deployment, hosts, with_storage, create=False):

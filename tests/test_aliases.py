@@ -590,10 +590,17 @@ class PythonActionAnswersTestCase(BaseActionTestCase):
                           **counts)
         hosts = ce.sample_inventory(plan)
         failing, unreachable = failing or {}, unreachable or {}
-        by_address = {h["private_address"]: h for h in hosts}
+        # Issue 12: clouds default to ssh_address jump, so the proxy is reached at its public
+        # address and every other host at its private one through that proxy.
+        by_address = {a: h for h in hosts for a in [h["private_address"]] +
+                      (h.get("public_addresses") or [])}
 
         def connect(address, **login):
             host = by_address[address]
+            jump = login.get("jump")
+            if jump and jump["name"] in unreachable:
+                raise ProviderError(ce.ssh_failure(by_address[jump["address"]],
+                                                   unreachable[jump["name"]], jump["user"]))
             if host["name"] in unreachable:
                 raise ProviderError(ce.ssh_failure(host, unreachable[host["name"]],
                                                    login["user"]))
@@ -798,8 +805,11 @@ def test_deploy_answer_to_a_failed_bootstrap_names_host_and_reason():
     lines = attachment.strip("`\n").split("\n")
     assert lines[0] == result.output["failure"]
     assert lines[1].startswith("Bootstrapped before it stopped: ")
-    assert set(lines[1].split(": ", 1)[1].split(", ")) == {"dialog-postgres-1",
-                                                           "dialog-cassandra-1"}
+    # Issue 12: every host bootstraps at once and starts when what it needs is ready, so web
+    # and voice-push (needing nothing) finish too; only the proxies, which need the failed
+    # dialog server, stop with it.
+    assert set(lines[1].split(": ", 1)[1].split(", ")) == {
+        "dialog-postgres-1", "dialog-cassandra-1", "dialog-web-1", "dialog-voice-push-1"}
     assert extra == {"slack": {"color": "danger"}}
 
 
