@@ -121,8 +121,14 @@ def provision_waits(b):
         "aws": {"instances running": b["aws_wait"], "surplus addresses released": b["aws_wait"],
                 "surplus instances terminated": b["aws_wait"],
                 "surplus security groups free": b["aws_wait"],
-                # new security groups, instances, addresses: EC2 may not know the id yet
-                "new resources known": 3 * b["aws_fresh"]},
+                # The NAT gateway (private hosts' egress): a spare Elastic IP of an earlier
+                # run released, then the private route waits for the gateway to be available.
+                "spare NAT address released": b["aws_wait"],
+                "NAT gateway available": b["aws_wait"],
+                # new security groups, instances, addresses, the NAT gateway (its subnet and
+                # Elastic IP just made), the public and the private default route (to a new
+                # internet or NAT gateway): EC2 may not know the id yet
+                "new resources known": 6 * b["aws_fresh"]},
         "digitalocean": {"surplus droplets gone": b["do_wait"],
                          "droplets active": b["do_wait"], "volumes attached": b["do_wait"]},
         "static": {},
@@ -136,6 +142,8 @@ def destroy_waits(b):
     return {
         "aws": {"addresses released": b["aws_wait"], "instances terminated": b["aws_wait"],
                 "volumes free": b["aws_wait"], "security groups free": b["aws_wait"],
+                # its Elastic IP is in use until the gateway is deleted, then released
+                "NAT gateway deleted": b["aws_wait"], "NAT address released": b["aws_wait"],
                 "subnet and VPC free": b["aws_wait"]},
         "digitalocean": {"droplets gone": b["do_wait"], "VPC without members": b["do_wait"]},
         "static": {},
@@ -187,7 +195,8 @@ def test_every_python_actions_timeout_covers_its_worst_case_with_margin(bounds):
 
 
 @pytest.mark.parametrize("driver, sites", [
-    (aws.Driver, {"self._fresh(": 3, "self._wait(": 2, "self._until_free(": 5}),
+    (aws.Driver, {"self._fresh(": 5, "self._wait(": 2, "self._until_free(": 5,
+                  "self._wait_nat(": 2}),
     (digitalocean.Driver, {"self._wait(": 4, "self._wait_gone(": 2, "self._wait_active(": 1}),
 ])
 def test_the_model_knows_every_wait_of_the_drivers(driver, sites):
