@@ -1,6 +1,7 @@
 """The README's "Deploying for real" checklist cannot go stale: its IAM policy parses and allows
-every AWS API operation the AWS driver and the preflight call, derived from their source with
-botocore's own method-to-operation mapping, and no EC2 operation they do not call."""
+every AWS API operation the AWS driver, the preflight and the shared-files bucket call, derived
+from their source with botocore's own method-to-operation mapping, and no operation they do not
+call."""
 
 import fnmatch
 import glob
@@ -10,12 +11,14 @@ import re
 
 import boto3
 import pytest
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AWS_CODE = [os.path.join(ROOT, "actions", "lib", "providers", "aws.py")] + sorted(
     glob.glob(os.path.join(ROOT, "actions", "lib", "cloud", "*.py")))
 # IAM prefix per botocore service name.
-SERVICES = {"ec2": "ec2", "sts": "sts", "service-quotas": "servicequotas", "s3": "s3"}
+SERVICES = {"ec2": "ec2", "sts": "sts", "service-quotas": "servicequotas", "s3": "s3",
+            "iam": "iam"}
 # S3 operations whose IAM action has another name (Amazon S3 User Guide, "Actions, resources,
 # and condition keys for Amazon S3").
 S3_ACTIONS = {"ListObjectsV2": "ListBucket", "ListObjects": "ListBucket",
@@ -25,6 +28,11 @@ S3_ACTIONS = {"ListObjectsV2": "ListBucket", "ListObjects": "ListBucket",
               "GetPublicAccessBlock": "GetBucketPublicAccessBlock",
               "DeletePublicAccessBlock": "PutBucketPublicAccessBlock",
               "ListObjectVersions": "ListBucketVersions"}
+# IAM actions a call needs besides its own: CreateUser with Tags also needs iam:TagUser (IAM
+# User Guide, "Tagging IAM users"); DeleteObjects naming a VersionId, as emptying a bucket
+# from its ListObjectVersions does, needs s3:DeleteObjectVersion (S3 API Reference,
+# DeleteObjects).
+IMPLIED = {"create_user": ["iam:TagUser"], "list_object_versions": ["s3:DeleteObjectVersion"]}
 
 
 def readme():
@@ -70,6 +78,9 @@ def called_actions():
             needed.add("%s:%s" % (prefix, operation))
     if "get_waiter" in words:
         needed.add("ec2:DescribeInstances")
+    for word, implied in IMPLIED.items():
+        if word in words:
+            needed.update(implied)
     return needed
 
 
@@ -85,20 +96,21 @@ def test_the_policy_allows_every_aws_call_the_code_makes():
     needed = called_actions()
     # The derivation itself must see the calls it is meant to see.
     assert {"ec2:RunInstances", "ec2:DescribeKeyPairs", "ec2:DescribeInstanceTypeOfferings",
-            "servicequotas:GetServiceQuota", "sts:AssumeRole"} <= needed
+            "servicequotas:GetServiceQuota", "sts:AssumeRole", "sts:GetCallerIdentity",
+            "s3:CreateBucket", "iam:CreateUser", "iam:TagUser", "iam:CreateAccessKey"} <= needed
     allowed = allowed_actions()
     missing = sorted(a for a in needed if not any(fnmatch.fnmatchcase(a, p) for p in allowed))
     assert not missing, "add to the README's IAM policy: %s" % ", ".join(missing)
 
 
-def test_the_policy_lists_no_ec2_call_the_code_does_not_make():
+def test_the_policy_lists_no_call_the_code_does_not_make():
     needed = called_actions()
     extra = sorted(a for a in allowed_actions()
-                   if a.split(":")[0] in ("ec2", "servicequotas", "sts") and a not in needed)
+                   if a.split(":")[0] in SERVICES.values() and a not in needed)
     assert not extra, "the README's IAM policy allows calls nothing makes: %s" % extra
 
 
-@pytest.mark.parametrize("service", ["ec2", "s3", "sts", "service-quotas"])
+@pytest.mark.parametrize("service", sorted(SERVICES))
 def test_every_listed_action_is_an_operation_of_its_service(service):
     mapping = boto3.client(service, region_name="us-east-1", aws_access_key_id="x",
                            aws_secret_access_key="x").meta.method_to_api_mapping
@@ -106,6 +118,8 @@ def test_every_listed_action_is_an_operation_of_its_service(service):
     if service == "s3":
         operations |= set(S3_ACTIONS.values())
     prefix = SERVICES[service] + ":"
+    operations |= {a[len(prefix):] for implied in IMPLIED.values() for a in implied
+                   if a.startswith(prefix)}
     unknown = [a for a in allowed_actions()
                if a.startswith(prefix) and a[len(prefix):] not in operations]
     assert not unknown, unknown
@@ -115,8 +129,16 @@ def test_the_checklist_names_the_preflight_and_every_secret_field():
     section = readme().split("### Deploying for real: the checklist", 1)[1].split("\n### ")[0]
     assert "st2 run dialog.preflight" in section
     with open(os.path.join(ROOT, "config.schema.yaml"), encoding="utf-8") as handle:
-        schema = handle.read()
-    secrets = re.findall(r"\n      ([a-z_]+):\n(?:        .*\n)*?        secret: true", schema)
-    assert "digitalocean_token" in secrets
-    unnamed = [s for s in secrets if "`%s:" % s not in section]
+        profile = yaml.safe_load(handle)["profiles"]["additionalProperties"]["properties"]
+    secrets = []    # (enclosing field or None, field), nested objects such as object_storage too
+    for name, spec in profile.items():
+        if spec.get("secret"):
+            secrets.append((None, name))
+        for inner, inner_spec in (spec.get("properties") or {}).items():
+            if inner_spec.get("secret"):
+                secrets.append((name, inner))
+    assert (None, "digitalocean_token") in secrets
+    assert ("object_storage", "secret_access_key") in secrets
+    unnamed = [".".join(filter(None, s)) for s in secrets
+               if "`%s:" % s[1] not in section or s[0] and "`%s:" % s[0] not in section]
     assert not unnamed, "say where these secrets go: %s" % unnamed
