@@ -313,7 +313,12 @@ def test_cassandra_nodes_beyond_the_seeds_join_one_at_a_time():
     for before, after in zip(nodes[2:], nodes[3:]):
         assert ready[before] <= started[after], "a node joins only once the previous one is UN"
     assert all(started[n] >= seeds_up for n in nodes[2:]), "joiners come after the seeds"
-    assert started["dialog-cassandra-2"] < ready["dialog-cassandra-1"], "seeds start together"
+    # Seeds start together: neither is handed the other as a need (the only thing that makes a
+    # host wait). Comparing moments here would measure the harness: the items' bootstraps begin
+    # up to a few tenths of a second apart on a busy machine, more than START_SECONDS.
+    needs = {p["host"]: p["needs"] for p in called(actions, "dialog.bootstrap_host")}
+    assert needs["dialog-cassandra-1"] == [] and needs["dialog-cassandra-2"] == [], \
+        "seeds start together"
 
 
 def test_output_names_endpoints_hosts_and_where_the_admin_credentials_are():
