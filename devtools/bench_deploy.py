@@ -2,7 +2,7 @@
 """The sandbox deploy's wall time beside its dependency critical path, measured in the same run.
 
     ./dialog-local bench deploy [tier=small-failover] [boot_delay=5] [docker_delay=3]
-                                [pull_delay=2] [strict=false] [runs=1]
+                                [pull_delay=2] [provider=aws] [runs=1]
 
 Runs dialog.deploy in the local sandbox (see sandbox_deploy.py: real workflow, actions, SSH,
 uploads and probes; a stand-in container runtime) on hosts that take `boot_delay` seconds from
@@ -122,7 +122,7 @@ def main(argv):
     params = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     tier = params.get("tier", "small-failover")
     delays = {name: float(params.get(name, default)) for name, default in DEFAULT_DELAYS}
-    strict = params.get("strict", "false").lower() == "true"
+    provider = params.get("provider", "aws")
     runs = int(params.get("runs", "1"))
     problems = preflight()
     if problems:
@@ -131,7 +131,7 @@ def main(argv):
     summary = []
     for run in range(1, runs + 1):
         extra = {k: v for k, v in delays.items() if k != "boot_delay"}
-        with sandbox(boot_delay=delays["boot_delay"], strict=strict, **extra) as box:
+        with sandbox(boot_delay=delays["boot_delay"], provider=provider, **extra) as box:
             deployment = "bench%d" % run
             started = time.perf_counter()
             ok, result, workflow = box.run("dialog.deploy", {
@@ -143,8 +143,8 @@ def main(argv):
             wall, path, ratio = report(run, tier, result["output"], workflow, delays)
             summary.append((run, wall, path, ratio, measured))
             with contextlib.redirect_stdout(io.StringIO()):
-                box.run("dialog.destroy", {"deployment": deployment, "confirm": deployment},
-                        progress=False)
+                box.run("dialog.destroy", {"deployment": deployment, "confirm": deployment,
+                                           "delete_data": True}, progress=False)
     print(format_table(["RUN", "WALL (S)", "CRITICAL PATH (S)", "WALL / PATH", "TARGET"],
                        [[r[0], "%.2f" % r[1], "%.2f" % r[2], "%.3f" % r[3],
                          "<= %.2f %s" % (TARGET, "ok" if r[3] <= TARGET else "MISSED")]

@@ -1,36 +1,39 @@
 #!/usr/bin/env python3
 """Run dialog.deploy end to end on this machine: no cloud account, no StackStorm.
 
-    ./dialog-local sandbox tier=small provider=aws [deployment=dialog] [boot_delay=0] [keep=true]
-        [strict=true]
+    ./dialog-local sandbox tier=small provider=aws [deployment=dialog] [boot_delay=0]
+        [docker_delay=0] [pull_delay=0] [keep=true]
+    ./dialog-local sandbox tier=small-failover provider=digitalocean
 
 What is real: the deploy workflow (run by orquesta's conductor through workflow_runner.py), the
-pack's actions, the AWS driver talking to moto's EC2 server over HTTP, SSH (a real sshd per host,
-each in its own network namespace at its instance's private address, with its own /etc/dialog,
-/opt/dialog and /var/lib/dialog), file uploads, health probes over the network, and the
-datastore-backed secrets. What stands in: the container runtime (devtools/sandbox/fake_docker.py
-answers each service's health check on its real port; no Dialog image runs) and the datastore
-(in memory, shared by both runs, encrypting like StackStorm's). The pack config is loaded as
-StackStorm loads it, with the emulator's credentials encrypted in the datastore. The hosts boot
-when moto reports their instances, like VMs.
+pack's actions, the AWS driver talking to moto's EC2, S3 and IAM over HTTP (or the DigitalOcean
+driver talking to the fake DigitalOcean API with pydo, moto's S3 standing in for Spaces), SSH (a
+real sshd per host, each in its own network namespace, with its own users, /root, /etc/fstab
+and /var/lib/dialog), sudo, block devices (loop devices at the provider's device paths), the
+filesystems the deploy makes on them, file uploads, health probes over the network, the
+datastore-backed secrets and the routes: a host reaches the sandbox's internet (its mirror of
+Docker's apt repository and of the registries) only through a public address or a NAT gateway,
+and this machine, the runner, reaches hosts only at their public addresses. What stands in: the
+container runtime (devtools/sandbox/fake_docker.py, installed from the mirror by the deploy's
+own Docker install; it answers each service's health check on its real port; no Dialog image
+runs) and the datastore (in memory, encrypting like StackStorm's). The pack config is loaded as
+StackStorm loads it, with every credential encrypted in the datastore.
 
-strict=true makes the AWS sandbox as strict as AWS (SandboxHosts options): hosts let in only
-Debian's login user `admin` (passwordless sudo), this machine (the runner) reaches hosts only at
-their public addresses, and the internet (the sandbox's mirror) only hosts with egress (a public
-address and an internet gateway route, or a NAT gateway route).
-
-The deploy runs twice: the second run must report no changes. Then the deployment is destroyed
-and the sandbox torn down (unless keep=true, which waits for Ctrl-C first).
+The deploy runs twice: the second run must report no changes (no upload, no restart, no
+format). Then the deployment is destroyed with delete_data=true and nothing may be left in the
+provider's stand-in (unless keep=true, which waits for Ctrl-C first).
 """
 
 import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
+import boto3
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,37 +44,31 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "actions")]
 import local_runner  # noqa: E402
 from aws_emulator import AwsEmulator  # noqa: E402
 from lib.providers.aws import VPC_CIDR  # noqa: E402
-from lib.tables import render_status  # noqa: E402
+from lib.tables import format_table, render_status  # noqa: E402
 from sandbox.hosts import SandboxHosts, preflight  # noqa: E402
 from sandbox.hypervisor import Hypervisor, use_public_elastic_ips  # noqa: E402
+from sandbox.mirror import Mirror  # noqa: E402
+from sandbox.volumes import BlockDevices  # noqa: E402
 import sandbox_digitalocean  # noqa: E402
-
-# Dialog's registries are gone, so its images are configuration; the stand-in runtime needs only
-# names. A real profile names the images in the operator's registry.
-SANDBOX_IMAGES = {"dialog_server": "sandbox.local/dialog-server:1", "web_app":
-                  "sandbox.local/web-app:1", "dashboard": "sandbox.local/dashboard:1",
-                  "push": "sandbox.local/push:1"}
-
 
 SANDBOX_SECRETS = ("aws_access_key_id", "aws_secret_access_key")
 SANDBOX_KEY_NAME = "dialog-sandbox"
 
 
-def sandbox_values(emulator, hosts, datastore, strict=False):
+def sandbox_values(emulator, hosts, datastore, images):
     """The pack config an operator would write for the sandbox. The emulator's credentials go
-    into the datastore, encrypted, and the profile references them, as the README says.
-    Strict: no ssh_user, the pack's per-image default (Debian: admin) must be right; unless
-    moto lacks the Debian images, then the profile names the user as an operator would."""
+    into the datastore, encrypted, and the profile references them, as the README says. No
+    ssh_user: the pack's per-image default (Debian: admin) must be right, unless moto lacks the
+    Debian images; then the profile names the user as an operator would."""
     # As an operator does once per account: the key pair new instances get (preflight checks
     # that ssh_key_names are registered).
     emulator.client().import_key_pair(KeyName=SANDBOX_KEY_NAME,
                                       PublicKeyMaterial=hosts.ssh_public_key.encode())
-    user = {} if strict and not emulator.image else \
-        {"ssh_user": hosts.login_user or "root"}
+    user = {} if emulator.image is None else {"ssh_user": hosts.login_user or "root"}
     profile = emulator.profile(**user, ssh_key_file=hosts.ssh_key_path,
                                ssh_key_names=[SANDBOX_KEY_NAME],
                                admin_networks=["%s/32" % hosts.gateway],
-                               images=dict(SANDBOX_IMAGES))
+                               images=dict(images))
     del profile["name"]  # the emulator's label for its own tests; the config schema refuses it
     for key in SANDBOX_SECRETS:
         datastore.set("sandbox_%s" % key, profile[key], encrypt=True)
@@ -91,10 +88,43 @@ def load_pack_config(values, datastore, config_dir):
 class Sandbox(object):
     """A running sandbox: the emulator, the hosts, the pack config and the datastore."""
 
-    def __init__(self, emulator, hosts, values, datastore, workdir):
+    def __init__(self, emulator, hosts, values, datastore, workdir, devices):
         self.emulator, self.hosts, self.values, self.datastore, self.workdir = (
             emulator, hosts, values, datastore, workdir)
+        self.devices = devices
         self.config = self.pack_config()
+
+    def volumes(self):
+        """Every attached data volume as seen from outside its host, on the block device
+        itself: [{"host", "device", "fs", "files"}] (fs None: blank; files: the top-level
+        entries of its filesystem, read with debugfs without mounting it)."""
+        found = []
+        for record in sorted(self.devices.attached.values(), key=lambda r: r["host"]):
+            fs = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", record["loop"]],
+                                capture_output=True, text=True, check=False).stdout.strip()
+            files = []
+            if fs.startswith("ext"):
+                listing = subprocess.run(["debugfs", "-R", "ls -p /", record["loop"]],
+                                         capture_output=True, text=True, check=False).stdout
+                files = [line.split("/")[5] for line in listing.splitlines()
+                         if line.count("/") >= 6 and line.split("/")[5] not in (".", "..")]
+            found.append({"host": record["host"], "device": record["name"],
+                          "fs": fs or None, "files": files})
+        return found
+
+    def leftovers(self, deployment):
+        """What the provider's stand-in still holds for the deployment: {kind: count}."""
+        if isinstance(self.emulator, AwsEmulator):
+            counts = self.emulator.resource_counts(deployment)
+            counts["buckets"] = len(self.emulator.client("s3").list_buckets()["Buckets"])
+        else:
+            counts = self.emulator.resource_counts()
+            counts.pop("ssh_keys", None)  # the operator's key, registered by sandbox_values
+            spaces = boto3.client("s3", endpoint_url=self.emulator.spaces_endpoint,
+                                  region_name="us-east-1", aws_access_key_id="testing",
+                                  aws_secret_access_key="testing")
+            counts["buckets"] = len(spaces.list_buckets()["Buckets"])
+        return {kind: count for kind, count in counts.items() if count}
 
     def pack_config(self, **sections):
         """The pack config with `sections` added (e.g. autoscaling) as an action or the sensor
@@ -107,30 +137,56 @@ class Sandbox(object):
         return run(ref, params, self.config, self.datastore, progress)
 
 
+def use_mirror(values, mirror, datastore):
+    """Point the sandbox profile at the mirror: Docker from its apt repository, Dialog's
+    images from its registry, with the registry password encrypted in the datastore."""
+    fields, secrets = mirror.profile_values()
+    for key, value in secrets.items():
+        datastore.set(key, value, encrypt=True)
+    values["profiles"]["sandbox"].update(fields)
+    return values
+
+
 @contextlib.contextmanager
-def sandbox(boot_delay=0.0, provider="aws", strict=False, **delays):
-    """Start the AWS emulator, the host network and the hypervisor; tear all down on exit.
-    strict (AWS): login user admin, runner outside the VPC, internet only with egress."""
+def sandbox(boot_delay=0.0, provider="aws", docker_delay=0.0, pull_delay=0.0):
+    """Start the provider's stand-in (moto's EC2 or the fake DigitalOcean API), the hosts, the
+    hypervisor and the mirror; tear all down on exit.
+
+    As strict as the clouds: AWS hosts let in only Debian's login user `admin` (passwordless
+    sudo), DigitalOcean's only root; this machine (the runner) reaches hosts only at their
+    public addresses; the internet (the mirror: Docker's apt repository and the registries)
+    only hosts with egress; Docker is not installed; Dialog's registry wants a login; data
+    volumes are blank block devices at the provider's device paths. docker_delay and
+    pull_delay (seconds) model a real Docker install and a real image pull."""
     workdir = tempfile.mkdtemp(prefix="dialog-sandbox-")
+    strict = {"runner_outside": True, "internet": True, "docker_preinstalled": False}
+    delays = {"docker_delay": docker_delay, "pull_delay": pull_delay}
     try:
-        if provider == "digitalocean":  # helper DO (issue 12): the fake DigitalOcean API
-            with sandbox_digitalocean.digitalocean_cloud(workdir, boot_delay, **delays) as (
-                    fake, hosts):
+        if provider == "digitalocean":
+            with sandbox_digitalocean.digitalocean_cloud(workdir, boot_delay, **strict) as (
+                    fake, hosts, devices), Mirror(hosts.internet_address, **delays) as mirror:
                 datastore = local_runner.MemoryDatastore()
-                yield Sandbox(fake, hosts, sandbox_digitalocean.sandbox_values(
-                    fake, hosts, datastore, SANDBOX_IMAGES), datastore, workdir)
+                values = sandbox_digitalocean.sandbox_values(fake, hosts, datastore,
+                                                             mirror.dialog_images)
+                yield Sandbox(fake, hosts, use_mirror(values, mirror, datastore), datastore,
+                              workdir, devices)
             return
+        if provider != "aws":
+            raise ValueError("provider: the sandbox emulates aws and digitalocean, not %r"
+                             % (provider,))
         with AwsEmulator() as emulator, \
                 SandboxHosts(os.path.join(workdir, "hosts"), cidr=VPC_CIDR,
-                             boot_delay=boot_delay, login_user="admin" if strict else None,
-                             runner_outside=strict, internet=strict) as hosts:
+                             boot_delay=boot_delay, login_user="admin", **strict) as hosts, \
+                BlockDevices(os.path.join(workdir, "devices"), hosts) as devices, \
+                Mirror(hosts.internet_address, **delays) as mirror:
             use_public_elastic_ips()  # after the emulator loaded moto's EC2 models
-            hypervisor = Hypervisor(emulator.client("ec2"), hosts)
+            hypervisor = Hypervisor(emulator.client("ec2"), hosts, block_devices=devices)
             hypervisor.start()
             try:
                 datastore = local_runner.MemoryDatastore()
-                yield Sandbox(emulator, hosts, sandbox_values(emulator, hosts, datastore,
-                                                              strict), datastore, workdir)
+                values = sandbox_values(emulator, hosts, datastore, mirror.dialog_images)
+                yield Sandbox(emulator, hosts, use_mirror(values, mirror, datastore),
+                              datastore, workdir, devices)
             finally:
                 hypervisor.stop()
     finally:
@@ -158,6 +214,23 @@ def summary(output):
                           "endpoints": output.get("endpoints")})
 
 
+def volume_table(volumes):
+    """The data volumes as the block devices show them, outside the hosts."""
+    return format_table(["HOST", "DEVICE (/dev/disk/by-id)", "FILESYSTEM", "FILES"],
+                        [[v["host"], v["device"], v["fs"] or "-", ", ".join(v["files"]) or "-"]
+                         for v in volumes])
+
+
+def volumes_hold_data(volumes, output):
+    """Every host the plan gave a data volume has one, formatted, with its service's data on
+    it (not on the root disk below the mount point)."""
+    wanted = {h["name"] for h in output.get("hosts") or []
+              if any(v.get("purpose") == "data" for v in h.get("volumes") or [])}
+    seen = {v["host"] for v in volumes
+            if v["fs"] and any(f.startswith("sandbox-") for f in v["files"])}
+    return wanted <= seen
+
+
 def changed_anything(output):
     bootstrapped = output.get("bootstrapped") or []
     return bool(output.get("changes")) or any(b.get("changed") for b in bootstrapped)
@@ -167,7 +240,7 @@ def main(argv):
     params = dict(arg.split("=", 1) for arg in argv if "=" in arg)
     keep = params.pop("keep", "false").lower() == "true"
     boot_delay = float(params.pop("boot_delay", "0"))
-    strict = params.pop("strict", "false").lower() == "true"
+    delays = {key: float(params.pop(key, "0")) for key in ("docker_delay", "pull_delay")}
     params.setdefault("tier", "small")
     params.setdefault("provider", "aws")
     if params["provider"] not in ("aws", "digitalocean"):
@@ -184,7 +257,7 @@ def main(argv):
                                              local_runner.parameter_schemas(meta))
     status = 1
     started = time.perf_counter()
-    with sandbox(boot_delay, provider=params["provider"], strict=strict) as box:
+    with sandbox(boot_delay, provider=params["provider"], **delays) as box:
         try:
             print("== sandbox: %s API at %s, hosts on %s via %s"
                   % (params["provider"], box.emulator.endpoint_url, box.hosts.network,
@@ -198,6 +271,11 @@ def main(argv):
             print("\n" + summary(output))
             print("first admin's credentials: datastore key %s" % output.get("admin_credentials"))
             first = time.perf_counter() - started
+            volumes = box.volumes()
+            print("\n" + volume_table(volumes))
+            if not volumes_hold_data(volumes, output):
+                print("a data volume is not formatted or holds no data")
+                return 1
             print("\n== dialog.deploy again: a healthy deployment must not change", flush=True)
             ok, result, _ = box.run("dialog.deploy", typed)
             output = result.get("output") or {}
@@ -205,7 +283,10 @@ def main(argv):
                 print("second run changed something or failed:")
                 print(json.dumps(result, indent=2, default=str))
                 return 1
-            print("second run: no changes (provider and every host unchanged)")
+            if box.volumes() != volumes:
+                print("the second run changed a data volume")
+                return 1
+            print("second run: no changes (provider, every host and every volume unchanged)")
             print("\nfirst deploy %.1f s, second %.1f s" % (
                 first, time.perf_counter() - started - first))
             if keep:
@@ -215,8 +296,17 @@ def main(argv):
                     time.sleep(3600)
             print("\n== dialog.destroy", flush=True)
             ok, result, _ = box.run("dialog.destroy", {"deployment": deployment,
-                                                       "confirm": deployment})
-            status = 0 if ok else 1
+                                                       "confirm": deployment,
+                                                       "delete_data": True})
+            left = box.leftovers(deployment)
+            if ok and left:
+                print("destroy left: %s" % ", ".join("%d %s" % (n, kind)
+                                                     for kind, n in sorted(left.items())))
+            elif ok:
+                print("destroy left nothing behind")
+            else:
+                print(json.dumps(result, indent=2, default=str))
+            status = 0 if ok and not left else 1
         except KeyboardInterrupt:
             status = 130
     print("sandbox torn down")

@@ -1,6 +1,6 @@
 """The DigitalOcean side of the sandbox (sandbox_deploy.sandbox(provider="digitalocean")).
 
-    with digitalocean_cloud(workdir, boot_delay=0, droplet_delay=1.0) as (fake, hosts):
+    with digitalocean_cloud(workdir, boot_delay=0, droplet_delay=1.0) as (fake, hosts, devices):
         values = sandbox_values(fake, hosts, datastore, images)
 
 The fake DigitalOcean API (devtools/fake_digitalocean.py) serves on 127.0.0.1; the pack's
@@ -32,7 +32,7 @@ SECRETS = ("digitalocean_token", "spaces_secret_access_key")
 @contextlib.contextmanager
 def digitalocean_cloud(workdir, boot_delay=0.0, droplet_delay=1.0, **host_options):
     """Start the fake API, the hosts (SandboxHosts options in host_options) and the DO
-    hypervisor with its block devices; yield (fake, hosts); tear all down on exit."""
+    hypervisor with its block devices; yield (fake, hosts, devices); tear all down on exit."""
     public_cidr = host_options.pop("public_cidr", PUBLIC_CIDR)
     # moto's S3 stands in for Spaces (the files bucket of multi-server tiers; helper CLOUD).
     with AwsEmulator() as spaces, \
@@ -45,7 +45,7 @@ def digitalocean_cloud(workdir, boot_delay=0.0, droplet_delay=1.0, **host_option
         hypervisor = DoHypervisor(fake, hosts, devices=devices)
         hypervisor.start()
         try:
-            yield fake, hosts
+            yield fake, hosts, devices
         finally:
             hypervisor.stop()
             left = {kind: n for kind, n in fake.resource_counts().items() if n}

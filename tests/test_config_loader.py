@@ -151,9 +151,11 @@ def test_schema_defaults_are_filled_in_as_stackstorm_does():
     config = local_runner.load_config(ROOT, EXAMPLE, local_runner.MemoryDatastore())
     profiles = config["profiles"]
     # additionalProperties sub-schema defaults, per profile
-    assert profiles["do-fra"]["ssh_user"] == "root"
+    # No default login user or SSH path: they depend on the image and the provider (Debian on
+    # AWS logs in as admin, DigitalOcean as root), so StackStorm must not fill one in.
+    assert "ssh_user" not in profiles["do-fra"] and "ssh_address" not in profiles["do-fra"]
     assert profiles["onprem"]["ssh_user"] == "deploy"  # given values stay
-    assert all(p["ssh_address"] == "private" and p["images"] == {} for p in profiles.values())
+    assert all(p["images"] == {} for p in profiles.values())
     assert profiles["onprem"]["ssh_key_names"] == []
     # an array of objects without default becomes [] (st2 creates it to descend into it)
     assert profiles["aws-eu"]["hosts"] == []
@@ -293,15 +295,20 @@ def test_the_sandbox_registers_its_config_with_encrypted_credentials(tmp_path):
     public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     hosts = types.SimpleNamespace(ssh_key_path=str(tmp_path / "key"), gateway="10.40.0.1",
-                                  ssh_public_key=public)
-    with AwsEmulator() as emulator:
-        values = sandbox_deploy.sandbox_values(emulator, hosts, store)
-        box = sandbox_deploy.Sandbox(emulator, hosts, values, store, str(tmp_path))
+                                  ssh_public_key=public, login_user="admin")
+    from sandbox.mirror import Mirror  # pylint: disable=import-outside-toplevel
+    with AwsEmulator() as emulator, Mirror("127.0.0.1", apt_port=0, registry_port=0) as mirror:
+        values = sandbox_deploy.sandbox_values(emulator, hosts, store, mirror.dialog_images)
+        values = sandbox_deploy.use_mirror(values, mirror, store)
+        box = sandbox_deploy.Sandbox(emulator, hosts, values, store, str(tmp_path), None)
     profile = box.config["profiles"]["sandbox"]
-    assert json.dumps(values).count("st2kv.system.sandbox_") == 2
+    assert json.dumps(values).count("st2kv.system.sandbox_") == 3
     credentials = (profile["aws_access_key_id"], profile["aws_secret_access_key"])
     assert credentials == ("testing", "testing")
     assert "testing" not in store.items["sandbox_aws_secret_access_key"]
+    assert profile["registry_password"] == mirror.password
+    assert mirror.password not in store.items["sandbox_registry_password"]
+    assert profile["docker_apt_repository"] == mirror.apt_repository
     # The autoscaling sandbox's sensor gets the same config, its poll_interval an integer.
     sensor = box.pack_config(autoscaling={"deployments": [], "poll_interval": POLL})
     assert sensor["autoscaling"]["cooldown_out"] == 600 and "sandbox" in sensor["profiles"]

@@ -633,9 +633,32 @@ def start_container(project, service, state):
                           % (name, record["id"][:12], ready["error"]))
     record.update(pid=child.pid, started=time.time(),
                   ports=ready["ports"] + [p for p in svc["ports"] if not p["served"]])
+    write_data_marks(svc)
     state["containers"][name] = record
     # Not waited for: once this CLI exits, the container is re-parented (to the host's init).
     child.returncode = 0
+
+
+DATA_ROOT = "/var/lib/dialog/"
+
+
+def write_data_marks(svc):
+    """What a real service does first: write into its data directories (Postgres' PG_VERSION,
+    Cassandra's system keyspace...). Each writable bind mount under /var/lib/dialog gets a small
+    file, so a data volume mounted there visibly holds the service's data, and data written to
+    the root disk before a mount would be found under the mount point's shadow."""
+    for entry in svc["raw"].get("volumes") or []:
+        if not isinstance(entry, str):
+            continue
+        parts = entry.split(":")
+        if len(parts) < 2 or not parts[0].startswith(DATA_ROOT) or \
+                (len(parts) == 3 and "ro" in parts[2].split(",")):
+            continue
+        with contextlib.suppress(OSError):
+            os.makedirs(parts[0], exist_ok=True)
+            with open(os.path.join(parts[0], "sandbox-%s.data" % svc["name"]), "w") as handle:
+                handle.write("written by %s (%s) at %s\n"
+                             % (svc["name"], svc["image"], time.ctime()))
 
 
 def remove_container(state, name):
@@ -1656,6 +1679,10 @@ COMMANDS = {"version": cmd_version, "info": cmd_info, "compose": cmd_compose, "p
             "image": cmd_image, "login": cmd_login}
 
 
+NO_SOCKET = ("permission denied while trying to connect to the Docker daemon socket at "
+             "unix:///var/run/docker.sock: connect: permission denied")
+
+
 def main(argv):
     if argv[:1] == ["_container"]:
         return serve_container(argv[1])
@@ -1666,6 +1693,10 @@ def main(argv):
         if argv[0] not in COMMANDS:
             raise DockerError("docker: '%s' is not a docker command (the sandbox's fake docker "
                               "simulates: %s)." % (argv[0], ", ".join(sorted(COMMANDS))))
+        if os.geteuid() != 0 and argv[0] != "version" and argv[:2] != ["compose", "version"]:
+            # The daemon's socket is root's (0660 root:docker) and cloud images put the login
+            # user in no docker group: without sudo the real CLI fails like this.
+            raise DockerError(NO_SOCKET)
         return COMMANDS[argv[0]](argv[1:])
     except DockerError as exc:
         sys.stderr.write("%s\n" % exc)

@@ -943,7 +943,7 @@ class Driver(base.Driver):
         secondary = max(_private_ips_needed(plan, h) for h in hosts) - 1
         nic = {"DeviceIndex": 0, "SubnetId": self._subnet_for(state, plan, hosts),
                "DeleteOnTermination": True,
-               "AssociatePublicIpAddress": False,
+               "AssociatePublicIpAddress": self._needs_own_way_out(plan, hosts),
                "Groups": [state.group_id(HOSTS)] + [state.group_id(r) for r in first["roles"]]}
         if secondary:
             nic["SecondaryPrivateIpAddressCount"] = secondary
@@ -955,6 +955,16 @@ class Driver(base.Driver):
         if keys:
             params["KeyName"] = keys[0]
         return params
+
+    @staticmethod
+    def _needs_own_way_out(plan, hosts):
+        """A standby that may take a floating Elastic IP sits in the public subnet, whose
+        default route is the internet gateway; without an address of its own it could not
+        reach Docker's repository or the registry (AWS routes a host through an internet
+        gateway only when it has a public address). It gets an auto-assigned one, which AWS
+        replaces with the Elastic IP while it holds it and gives back when it is released."""
+        floating = {name for f in plan.get("floating_ips") or [] for name in f["hosts"]}
+        return any(h["name"] in floating and not h["public_ips"] for h in hosts)
 
     def _image(self, state):
         if state.image:
