@@ -1,3 +1,5 @@
+import time
+
 from dialog_action import DialogAction, progress, reports_errors
 from lib.hosts.start_order import RunGate
 from lib.operations import bootstrap_one
@@ -10,6 +12,7 @@ class BootstrapHostAction(DialogAction):
     def run(self, deployment, host, hosts, tier=None, with_storage=None, profile=None,
             health_timeout=600, ssh_timeout=600, joining=None, run_id=None, needs=None,
             dependency_timeout=3600):
+        started = time.monotonic()
         settings = self.profile(profile)
         context = self.deployment_context(settings, deployment, hosts, tier, with_storage,
                                           files=True)
@@ -24,4 +27,4 @@ class BootstrapHostAction(DialogAction):
                            deployment, run_id, host, needs, dependency_timeout, progress)
         return bootstrap_one(context, host, self.ssh_options(settings),
                              health_timeout=health_timeout, ssh_wait=ssh_timeout,
-                             progress=progress, gate=gate)
+                             progress=progress, gate=gate, started=started)

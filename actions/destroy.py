@@ -1,4 +1,5 @@
 from dialog_action import DialogAction, reports_errors
+from lib.cloud.object_storage import FILES_KEY
 from lib.deployment_record import forget_deployment
 from lib.errors import InputError
 from lib.planner import validate_deployment_name
@@ -31,6 +32,10 @@ class DestroyAction(DialogAction):
             # The data the secrets protect is gone with the volumes; a new deployment of the
             # same name gets new ones. Static hosts keep their data, so they keep their secrets.
             forgotten = forget_deployment(self.action_service, deployment)
+            if delete_data and self.action_service.delete_value(FILES_KEY % deployment,
+                                                                local=False):
+                # The files bucket and its user went with the data: so does their key.
+                forgotten.append(FILES_KEY % deployment)
             if forgotten:
                 print("removed from the datastore: %s" % ", ".join(forgotten))
         return {"deployment": deployment, "provider": provider, "region": driver.region,

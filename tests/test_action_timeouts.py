@@ -150,6 +150,16 @@ def destroy_waits(b):
     }
 
 
+def replication_waits(b):
+    """cassandra_ops.ensure_replication on a ring of three (RF 3 reached): a login per node,
+    the ring read, per Dialog keyspace (the journal's two) its replication read and ALTER, and
+    one full repair (a larger ring repairs on every node: see the README's long-running
+    actions)."""
+    return {"SSH logins (3 nodes)": 3 * b["ssh_login"], "nodetool status": b["nodetool_ring"],
+            "cqlsh (2 keyspaces x 2 statements, and DESCRIBE)": 5 * cassandra_ops.CQL_TIMEOUT,
+            "nodetool repair -full": b["nodetool_long"]}
+
+
 def worst_cases(b):
     """{action: (seconds, {wait: seconds} on its longest path)}."""
     ssh_timeout = param_default("bootstrap_host", "ssh_timeout")
@@ -160,12 +170,14 @@ def worst_cases(b):
         "bootstrap_host": {"SSH ready": ssh_timeout, "SSH login": b["ssh_login"],
                            "Docker installed": b["docker"], "files uploaded": b["script"],
                            "compose up": b["compose"], "health checks pass": health_timeout},
-        "cassandra_cleanup": {"SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]},
+        "cassandra_cleanup": dict(replication_waits(b), **{
+            "SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]}),
         "cassandra_decommission": {"SSH logins (leaver, observer)": 2 * b["ssh_login"],
                                    "nodetool decommission": b["nodetool_long"],
                                    "ring without the leaver": b["ring_watch"],
                                    "last ring read": b["nodetool_ring"] + b["ring_watch_poll"]},
-        "create_admin": {"SSH login": b["ssh_login"], "create user": b["script"]},
+        "create_admin": dict(replication_waits(b), **{
+            "SSH login": b["ssh_login"], "create user": b["script"]}),
         "status": {"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
         # scale-in: dialog servers checked like status, or the Cassandra decommission check.
         "scale_prepare": max(

@@ -75,16 +75,19 @@ def _failure_reason(exc):
 
 
 def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_WAIT,
-                  progress=_noop, gate=None):
+                  progress=_noop, gate=None, started=None):
     """Render, prepare, start and check one host: bootstrap.start_host's result plus the
-    host's roles and "seconds": {"ssh_wait", "prepare", "dependency_wait", "start"} (ssh_wait
-    includes the login; start, the login after a wait).
+    host's roles and "seconds": {"setup", "ssh_wait", "prepare", "dependency_wait", "start"}
+    (setup: from `started`, a time.monotonic() when the action began, to the first SSH attempt:
+    its settings, secrets and rendered files; ssh_wait includes the login; start, the login
+    after a wait).
 
     `gate` (lib.hosts.start_order.RunGate, dialog.deploy's run): the host is prepared at once,
     but started only once gate.wait() says every host it needs is running; then gate.ready(),
     or gate.failed(reason) on any failure, which also stops the hosts that wait for this one."""
     clock = time.monotonic
-    seconds = {"ssh_wait": 0.0, "prepare": 0.0, "dependency_wait": 0.0, "start": 0.0}
+    seconds = {"setup": 0.0, "ssh_wait": 0.0, "prepare": 0.0, "dependency_wait": 0.0,
+               "start": 0.0}
 
     def since(mark):
         return round(clock() - mark, 3)
@@ -96,6 +99,7 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
         host = _host(context, name)
         progress("%s: bootstrapping %s" % (name, ", ".join(rendered["roles"])))
         mark = clock()
+        seconds["setup"] = since(started) if started is not None else 0.0
         with session(host, ssh, wait=ssh_wait, progress=progress,
                      hosts=context["hosts"]) as connection:
             seconds["ssh_wait"] = since(mark)

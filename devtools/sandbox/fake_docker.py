@@ -605,7 +605,8 @@ def start_container(project, service, state):
             "network_mode": svc["network_mode"], "log": os.path.join(LOG_DIR, name + ".log"),
             "control": _path("containers", name + ".sock"),
             "ready": _path("containers", name + ".ready"),
-            "cassandra": cassandra_settings(project, service, svc) if svc["cassandra"] else None}
+            "cassandra": cassandra_settings(project, service, svc) if svc["cassandra"] else None,
+            "volumes": svc["raw"].get("volumes") or []}
     spec_path = _path("containers", name + ".json")
     write_json(spec_path, spec)
     with contextlib.suppress(OSError):
@@ -886,6 +887,41 @@ def _udp_loop(sock):
             sock.sendto(answer, addr)
 
 
+# Dialog's server keeps its Akka journal and snapshots in Cassandra through
+# akka-persistence-cassandra, whose keyspace-autocreate makes the keyspaces "akka" and
+# "akka_snapshot" with SimpleStrategy and replication-factor 1 (its reference.conf defaults)
+# when the server first connects. The stand-in does the same, so the deploy finds them.
+JOURNAL_KEYSPACES = ("akka", "akka_snapshot")
+CONTACT_POINTS_RE = re.compile(r"contact-points\s*=\s*\[([^\]]*)\]")
+
+
+def create_journal_keyspaces(spec, stop):
+    conf = [v.split(":")[0] for v in spec.get("volumes") or []
+            if isinstance(v, str) and v.split(":")[0].endswith("server.conf")]
+    try:
+        with open(conf[0], encoding="utf-8") as handle:
+            found = CONTACT_POINTS_RE.search(handle.read())
+    except (IndexError, OSError):
+        return
+    points = re.findall(r'"([^"]+)"', found.group(1)) if found else []
+    simple = {"class": CQL_STRATEGIES["SimpleStrategy"], "replication_factor": "1"}
+    while points and not stop.is_set():
+        for point in points:
+            url = "http://%s:%d/_fake/cql" % (point, RING_PORT)
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as answer:
+                    known = json.loads(answer.read().decode() or "{}").get("keyspaces") or {}
+                missing = {name: {"replication": dict(simple), "version": time.time()}
+                           for name in JOURNAL_KEYSPACES if name not in known}
+                if missing:
+                    _cql_push([{"address": p} for p in points], {"keyspaces": missing})
+                    _log("created keyspaces %s (SimpleStrategy, RF 1)" % ", ".join(missing))
+                return
+            except (OSError, ValueError, urllib.error.URLError):
+                continue
+        stop.wait(1.0)
+
+
 def serve_container(spec_path):
     spec = read_json(spec_path)
     stop = threading.Event()
@@ -894,6 +930,9 @@ def serve_container(spec_path):
     _log("fake container %s (service %s, image %s): a sandbox stand-in, not the image"
          % (spec["name"], spec["service"], spec["image"]))
     ring = Ring(spec["cassandra"]) if spec["cassandra"] else None
+    if "dialog-server" in spec["image"]:
+        threading.Thread(target=create_journal_keyspaces, args=(spec, stop),
+                         daemon=True).start()
     servers, udp_socks, bound = [], [], []
     where = spec["control"]
     try:

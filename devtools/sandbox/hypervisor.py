@@ -102,7 +102,7 @@ class Hypervisor(threading.Thread):
     errors: (instance id or "", message) pairs, oldest first.
     """
 
-    def __init__(self, ec2, hosts, interval=0.2, tag_key="dialog:deployment", boot_delay=None,
+    def __init__(self, ec2, hosts, interval=0.5, tag_key="dialog:deployment", boot_delay=None,
                  name_wait=1.0, block_devices=None):
         super().__init__(name="sandbox-hypervisor", daemon=True)
         self.ec2 = ec2

@@ -320,10 +320,16 @@ def load_stored_keys(datastore, deployment):
     return json.loads(stored) if stored else None
 
 
+# What provision keeps of an AWS files bucket: the key pair (AWS shows a secret key once) and
+# where the bucket is, so that the bootstraps need no cloud call to render server.conf.
+KEPT_SETTINGS = ("access_key_id", "secret_access_key", "endpoint", "bucket", "region",
+                 "path_style")
+
+
 def store_keys(datastore, deployment, settings):
     datastore.set_value(FILES_KEY % deployment, json.dumps(
-        {"access_key_id": settings["access_key_id"],
-         "secret_access_key": settings["secret_access_key"]}), local=False, encrypt=True)
+        {key: settings[key] for key in KEPT_SETTINGS if key in settings}), local=False,
+        encrypt=True)
 
 
 def files_settings(datastore, driver, deployment, hosts, with_storage, create=False):
@@ -341,8 +347,13 @@ def files_settings(datastore, driver, deployment, hosts, with_storage, create=Fa
         return None
     if driver.name != "aws":
         return driver.object_storage_settings(deployment)
-    settings = driver.object_storage_settings(
-        deployment, load_stored_keys(datastore, deployment), create=create)
-    if settings.pop("new_credentials", False):
+    stored = load_stored_keys(datastore, deployment)
+    if not create and stored and all(stored.get(key) is not None for key in KEPT_SETTINGS):
+        # What dialog.provision found and kept: every parallel bootstrap would otherwise make
+        # its own STS and IAM calls (and boto3 clients) for the same answer.
+        return {key: stored[key] for key in KEPT_SETTINGS}
+    settings = driver.object_storage_settings(deployment, stored, create=create)
+    new = settings.pop("new_credentials", False)
+    if new or create:
         store_keys(datastore, deployment, settings)
     return settings

@@ -22,7 +22,7 @@ READY = "ready"
 FAILED = "failed"
 # Longer than any run can last (every action of dialog.deploy is bounded well below a day).
 MARKER_TTL = 24 * 3600
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.5
 REPORT_EVERY = 30.0
 REASON_LIMIT = 300
 
