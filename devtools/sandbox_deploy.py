@@ -62,8 +62,10 @@ def sandbox_values(emulator, hosts, datastore, images):
     Debian images; then the profile names the user as an operator would."""
     # As an operator does once per account: the key pair new instances get (preflight checks
     # that ssh_key_names are registered).
-    emulator.client().import_key_pair(KeyName=SANDBOX_KEY_NAME,
-                                      PublicKeyMaterial=hosts.ssh_public_key.encode())
+    ec2 = emulator.client()
+    # moto's regions are this process's: an earlier sandbox's key pair may still be there.
+    ec2.delete_key_pair(KeyName=SANDBOX_KEY_NAME)
+    ec2.import_key_pair(KeyName=SANDBOX_KEY_NAME, PublicKeyMaterial=hosts.ssh_public_key.encode())
     user = {} if emulator.image is None else {"ssh_user": hosts.login_user or "root"}
     profile = emulator.profile(**user, ssh_key_file=hosts.ssh_key_path,
                                ssh_key_names=[SANDBOX_KEY_NAME],

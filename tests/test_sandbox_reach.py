@@ -218,6 +218,8 @@ def test_hypervisor_derives_public_addresses_and_egress_as_aws_routes(monkeypatc
     use_public_elastic_ips()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    # moto's backends are this process's: start from an empty region, whatever ran before.
+    requests.post("http://%s:%d/moto-api/reset" % server.get_host_and_port(), timeout=10)
     try:
         ec2 = boto3.client("ec2", endpoint_url="http://%s:%d" % server.get_host_and_port(),
                            region_name="us-east-1", aws_access_key_id="testing",

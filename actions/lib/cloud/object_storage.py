@@ -354,6 +354,7 @@ def files_settings(datastore, driver, deployment, hosts, with_storage, create=Fa
         return {key: stored[key] for key in KEPT_SETTINGS}
     settings = driver.object_storage_settings(deployment, stored, create=create)
     new = settings.pop("new_credentials", False)
-    if new or create:
+    kept = {key: settings[key] for key in KEPT_SETTINGS if key in settings}
+    if new or (create and kept != stored):
         store_keys(datastore, deployment, settings)
     return settings
