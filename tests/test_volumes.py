@@ -7,7 +7,7 @@ import re
 import pytest
 
 from lib import cassandra_ops, health, prometheus
-from lib.cloud.volume_devices import aws_device, digitalocean_device
+from lib.cloud.volume_devices import aws_device, digitalocean_device, xen_device
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
 from lib.planner import build_plan
@@ -111,3 +111,14 @@ def test_free_space_is_measured_on_the_cassandra_data_mount(monkeypatch):
     monkeypatch.setattr(health, "remote", remote)
     assert cassandra_ops.free_bytes(object()) == 262142976 * 1024
     assert commands == ["df -Pk /var/lib/dialog/cassandra | tail -n 1"]
+
+
+def test_an_ebs_volume_is_looked_for_at_its_nitro_and_its_xen_name():
+    assert xen_device("/dev/sdf") == "/dev/xvdf" and xen_device("xvdg") == "/dev/xvdg"
+    assert xen_device("/dev/nvme1n1") is None
+    host = {"roles": ["cassandra"], "volumes": [
+        {"purpose": "data", "device": "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol1",
+         "xen_device": "/dev/xvdf"}]}
+    assert volumes.rendered_volumes(host) == [{
+        "device": "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol1", "purpose": "data",
+        "mount": "/var/lib/dialog/cassandra", "xen_device": "/dev/xvdf"}]

@@ -267,3 +267,18 @@ def test_the_aws_hypervisor_follows_ebs_attachments(tmp_path, monkeypatch):
             hypervisor.poll_once()
             assert devices.attached == {} and not os.path.exists(backing)
             assert hypervisor.errors == []
+
+
+def test_a_xen_instance_finds_its_volume_under_the_second_name(sandbox, connection):
+    # t2 instances (the seed's sizes) are Xen: no NVMe by-id link, the volume mapped as sdf is
+    # /dev/xvdf. Hosts here share this machine's /dev, so the second name is a by-id link too.
+    _, devices = sandbox
+    nitro = aws_by_id_name("vol-0feedfacefeedface")
+    devices.attach(HOST, "xen-xvdg", 8, key="xen-volume")
+    volume = {"device": "/dev/disk/by-id/" + nitro, "mount": "/var/lib/dialog/ceph",
+              "purpose": "data", "xen_device": "/dev/disk/by-id/xen-xvdg"}
+    [result] = volumes.ensure_volumes(connection, {"host": HOST, "volumes": [volume]}, wait=2)
+    assert result["formatted"] is True and result["mounted"] is True
+    assert result["device"] == "/dev/disk/by-id/" + nitro  # reported under the stable name
+    assert sh(connection, "findmnt -n -o TARGET /dev/disk/by-id/xen-xvdg") == \
+        "/var/lib/dialog/ceph"

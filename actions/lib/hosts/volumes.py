@@ -56,8 +56,9 @@ def rendered_volumes(host):
     disk."""
     volumes = [v for v in host.get("volumes") or [] if v.get("purpose") in MOUNTED_PURPOSES]
     mount = data_mount(host.get("roles") or [])
-    return [{"device": volume.get("device"), "purpose": volume["purpose"],
-             "mount": mount if number == 0 else "%s/volume-%d" % (mount, number)}
+    return [dict({"device": volume.get("device"), "purpose": volume["purpose"],
+                  "mount": mount if number == 0 else "%s/volume-%d" % (mount, number)},
+                 **({"xen_device": volume["xen_device"]} if volume.get("xen_device") else {}))
             for number, volume in enumerate(volumes)]
 
 
@@ -98,7 +99,14 @@ def ensure_volumes(connection, rendered, progress=None, wait=DEVICE_WAIT):
                                      "provider's inventory names each volume's device (run "
                                      "dialog.deploy again to refresh it)" % (
                                          label, volume.get("purpose"), key, volume.get(key)))
-        args += [volume["device"], volume["mount"]]
+        device = volume["device"]
+        if volume.get("xen_device"):
+            if not SAFE_PATH.match(volume["xen_device"]):
+                raise ResourceFailed("%s: unusable Xen device name %r"
+                                     % (label, volume["xen_device"]))
+            # Nitro shows the by-id path, Xen the /dev/xvdX name: the script takes either.
+            device += "," + volume["xen_device"]
+        args += [device, volume["mount"]]
     if progress:
         progress("%s: volumes %s" % (label, ", ".join(
             "%s at %s" % (v["device"], v["mount"]) for v in volumes)))

@@ -21,7 +21,7 @@ from lib.cloud import object_storage
 from lib.cloud.aws_egress import (DEFAULT_ROUTE, default_route, egress_problem,
                                   hosts_needing_public_subnet)
 from lib.cloud.login_users import aws_login_users
-from lib.cloud.volume_devices import aws_device
+from lib.cloud.volume_devices import aws_device, xen_device
 from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import validate_deployment_name
 from lib.profiles import SECRET_FIELDS
@@ -480,7 +480,8 @@ class Driver(base.Driver):
             purpose, kind = layout.get(device.rsplit("/", 1)[-1], (None, None))
             found.append({"id": volume_id, "size_gb": volumes.get(volume_id, {}).get("Size"),
                           "kind": kind, "purpose": purpose,
-                          "device": aws_device(volume_id)})  # helper DISK (issue 12)
+                          "device": aws_device(volume_id),
+                          "xen_device": xen_device(device)})
         return found
 
     # ---- reconcile ---------------------------------------------------------------------------

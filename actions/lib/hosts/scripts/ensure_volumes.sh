@@ -1,7 +1,7 @@
 #!/bin/sh
 # Data volumes of one host: found by stable device path, formatted once, mounted by UUID.
 #
-#   sh ensure_volumes.sh WAIT_SECONDS DEVICE MOUNT [DEVICE MOUNT ...]      (as root)
+#   sh ensure_volumes.sh WAIT_SECONDS DEVICE[,ALTERNATIVE] MOUNT [...]     (as root)
 #
 # Per volume it prints "@volume <device> <mount> <uuid> <formatted 0|1> <mounted 0|1>" (1: done
 # by this run); on a problem "@fail <device>: <reason>" and exit status 1. A re-run changes
@@ -15,19 +15,6 @@ fail() {
     echo "@fail $1: $2"
     echo "$1: $2" >&2
     exit 1
-}
-
-# The device appears some time after the attach call returns on a real cloud (EBS and DO
-# volumes attach asynchronously), so wait for it, boundedly.
-wait_for() {
-    device=$1 limit=$2 waited=0
-    while [ ! -b "$device" ]; do
-        if [ "$waited" -ge "$limit" ]; then
-            fail "$device" "no such block device after ${limit}s; is the volume attached?"
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
 }
 
 # Sets kind to "blank" or "ext4"; anything else stops the run. blkid -p probes the device
@@ -79,11 +66,34 @@ ensure_fstab() {
     fi
 }
 
+# The device appears some time after the attach call returns on a real cloud (EBS and DO
+# volumes attach asynchronously): wait for it, boundedly. DEVICE may list alternatives
+# separated by commas (an EBS volume is at its NVMe by-id path on
+# Nitro instances, at /dev/xvdX on Xen ones): the first that exists is the volume. Reported and
+# failed under the first name.
+pick() {
+    candidates=$1 limit=$2 waited=0
+    while :; do
+        for candidate in $(printf '%s' "$candidates" | tr ',' ' '); do
+            if [ -b "$candidate" ]; then
+                found=$candidate
+                return
+            fi
+        done
+        if [ "$waited" -ge "$limit" ]; then
+            fail "${candidates%%,*}" "no such block device after ${limit}s (looked at\
+ $candidates); is the volume attached?"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
 ensure_one() {
-    device=$1 mount=$2 limit=$3
+    device=${1%%,*} mount=$2 limit=$3
     formatted=0 mounted=0
-    wait_for "$device" "$limit"
-    real=$(readlink -f "$device")
+    pick "$1" "$limit"
+    real=$(readlink -f "$found")
     current=$(findmnt -n -o SOURCE --mountpoint "$mount" || true)
     if [ -n "$current" ] && [ "$(readlink -f "$current")" != "$real" ]; then
         fail "$device" "$mount is already a mount of $current"
