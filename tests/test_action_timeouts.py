@@ -25,6 +25,7 @@ import yaml
 
 from lib import bootstrap, cassandra_ops, health
 from lib.cloud import preflight
+from lib.hosts import registry, volumes
 from lib.providers import aws, base, digitalocean
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,7 +169,12 @@ def worst_cases(b):
                          param_default("deploy", "health_timeout"))
     paths = {
         "bootstrap_host": {"SSH ready": ssh_timeout, "SSH login": b["ssh_login"],
-                           "Docker installed": b["docker"], "files uploaded": b["script"],
+                           "Docker installed": b["docker"],
+                           "data volume waited for and formatted": volumes.bound(1),
+                           "registry login": registry.LOGIN_TIMEOUT,
+                           "images pulled": registry.PULL_TIMEOUT,
+                           "TLS and files uploaded": 3 * b["script"],
+                           "SSH login again (after the dependency wait)": b["ssh_login"],
                            "compose up": b["compose"], "health checks pass": health_timeout},
         "cassandra_cleanup": dict(replication_waits(b), **{
             "SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]}),

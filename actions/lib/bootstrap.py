@@ -606,8 +606,11 @@ def bootstrap_host(connection, rendered, progress=None, health_timeout=300,
 
 def prepare_bound(ssh_wait):
     """Seconds prepare_host may take at most on a host still booting: SSH readiness and a
-    login, then each of its remote steps at its own timeout (UP_TIMEOUT for the pulls)."""
-    return ssh_wait + LOGIN_BOUND + DOCKER_TIMEOUT + 2 * SCRIPT_TIMEOUT + UP_TIMEOUT
+    login, then each of its remote steps at its own timeout: Docker, the data volume (a host
+    has one: its device's wait and the format), the registry login, the pulls, TLS and the
+    uploads' two commands."""
+    return ssh_wait + LOGIN_BOUND + DOCKER_TIMEOUT + volumes.bound(1) \
+        + registry.LOGIN_TIMEOUT + registry.PULL_TIMEOUT + 3 * SCRIPT_TIMEOUT
 
 
 def start_bound(health_timeout):

@@ -83,6 +83,11 @@ def parse(out):
     return found
 
 
+def bound(count, wait=DEVICE_WAIT):
+    """Seconds ensure_volumes may take for `count` volumes: each device's wait and format."""
+    return (wait + FORMAT_TIME) * count + 30
+
+
 def ensure_volumes(connection, rendered, progress=None, wait=DEVICE_WAIT):
     """Format (blank devices only) and mount every volume of rendered["volumes"]; one SSH
     command. Returns [{"device", "mount", "uuid", "formatted", "mounted"}] ("formatted" and
@@ -112,7 +117,7 @@ def ensure_volumes(connection, rendered, progress=None, wait=DEVICE_WAIT):
             "%s at %s" % (v["device"], v["mount"]) for v in volumes)))
     command = health.sudo_prefix(connection) + "sh -s -- " + " ".join(
         shlex.quote(a) for a in args)
-    timeout = (wait + FORMAT_TIME) * len(volumes) + 30
+    timeout = bound(len(volumes), wait)
     try:
         status, out, err = health.remote(connection, command, script_text(), timeout)
     except health.RemoteTimeout as exc:
