@@ -118,14 +118,14 @@ class Sandbox(object):
         """What the provider's stand-in still holds for the deployment: {kind: count}."""
         if isinstance(self.emulator, AwsEmulator):
             counts = self.emulator.resource_counts(deployment)
-            counts["buckets"] = len(self.emulator.client("s3").list_buckets()["Buckets"])
+            counts["buckets"] = _deployment_buckets(self.emulator.client("s3"), deployment)
         else:
             counts = self.emulator.resource_counts()
             counts.pop("ssh_keys", None)  # the operator's key, registered by sandbox_values
             spaces = boto3.client("s3", endpoint_url=self.emulator.spaces_endpoint,
                                   region_name="us-east-1", aws_access_key_id="testing",
                                   aws_secret_access_key="testing")
-            counts["buckets"] = len(spaces.list_buckets()["Buckets"])
+            counts["buckets"] = _deployment_buckets(spaces, deployment)
         return {kind: count for kind, count in counts.items() if count}
 
     def pack_config(self, **sections):
@@ -137,6 +137,13 @@ class Sandbox(object):
         """(succeeded, result, workflow result or None) of one action run in the sandbox;
         a workflow's progress lines are printed, or passed to `progress` when callable."""
         return run(ref, params, self.config, self.datastore, progress)
+
+
+def _deployment_buckets(s3, deployment):
+    """The deployment's files buckets (lib.cloud.object_storage.bucket_name: dialog-<name>-...);
+    moto's S3 is this process's, so other sandboxes' buckets may be there too."""
+    prefix = "dialog-%s-" % deployment
+    return len([b for b in s3.list_buckets()["Buckets"] if b["Name"].startswith(prefix)])
 
 
 def use_mirror(values, mirror, datastore):
