@@ -15,7 +15,7 @@ import pytest
 
 from lib import bootstrap, health
 from lib.errors import ResourceFailed
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox_support import sandbox_hosts
 
 # Sandbox hosts: one sandbox per machine, so under pytest-xdist these run in one group, on
 # one worker, one test after another (./dialog-local test runs -n 2 --dist loadgroup).
@@ -102,20 +102,8 @@ def edge_rendered(sandbox, extra_checks=()):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    problems = preflight()
-    if problems:
-        pytest.fail("bootstrap tests need root and `ip netns` (CI runs as root): "
-                    + "; ".join(problems), pytrace=False)
     workdir = tmp_path_factory.mktemp("bootstrap")
-    for cidr in CIDRS:
-        try:
-            hosts = SandboxHosts(workdir, cidr=cidr)
-            break
-        except SandboxError as exc:
-            if "overlaps" not in str(exc):
-                raise
-    else:
-        pytest.fail("every network of %s is in use on this machine" % CIDRS, pytrace=False)
+    hosts = sandbox_hosts(workdir, CIDRS)
     try:
         for name in (APP, EDGE):
             hosts.boot(name, ip(hosts, name))

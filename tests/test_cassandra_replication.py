@@ -6,7 +6,7 @@ import pytest
 
 from lib import bootstrap, cassandra_ops, health
 from lib.errors import ResourceFailed
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox_support import sandbox_hosts
 from test_ssh_jump_sandbox import host_python
 
 pytestmark = pytest.mark.xdist_group("netns")
@@ -46,20 +46,8 @@ def rendered(sandbox, name):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    problems = preflight()
-    if problems:
-        pytest.fail("sandbox tests need root and `ip netns`: " + "; ".join(problems),
-                    pytrace=False)
     workdir = tmp_path_factory.mktemp("replication")
-    for cidr in CIDRS:
-        try:
-            hosts = SandboxHosts(workdir, cidr=cidr, python=host_python())
-            break
-        except SandboxError as exc:
-            if "overlaps" not in str(exc):
-                raise
-    else:
-        pytest.fail("every network of %s is in use on this machine" % CIDRS, pytrace=False)
+    hosts = sandbox_hosts(workdir, CIDRS, python=host_python())
     try:
         for name in NODES:
             hosts.boot(name, ip(hosts, name))

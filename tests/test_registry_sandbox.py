@@ -15,7 +15,7 @@ import pytest
 from lib import bootstrap
 from lib.errors import ResourceFailed
 from lib.hosts import registry
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox_support import sandbox_hosts
 from sandbox.mirror import Mirror
 
 pytestmark = pytest.mark.xdist_group("netns")
@@ -34,20 +34,8 @@ def ip(hosts, name):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    problems = preflight()
-    if problems:
-        pytest.fail("sandbox tests need root and `ip netns`: " + "; ".join(problems),
-                    pytrace=False)
     workdir = tmp_path_factory.mktemp("registry")
-    for cidr in CIDRS:
-        try:
-            hosts = SandboxHosts(workdir, cidr=cidr, internet=True, docker_preinstalled=False)
-            break
-        except SandboxError as exc:
-            if "overlaps" not in str(exc):
-                raise
-    else:
-        pytest.fail("every network of %s is in use on this machine" % CIDRS, pytrace=False)
+    hosts = sandbox_hosts(workdir, CIDRS, internet=True, docker_preinstalled=False)
     try:
         mirror = Mirror(hosts.internet_address, username="dialog-ci", password=PASSWORD)
         try:

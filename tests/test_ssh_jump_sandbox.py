@@ -14,7 +14,7 @@ import pytest
 from lib import bootstrap, health, operations
 from lib.errors import ProviderError, ResourceFailed
 from lib.hosts import gateways
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox_support import sandbox_hosts
 
 pytestmark = pytest.mark.xdist_group("netns")
 
@@ -47,21 +47,9 @@ def record(sandbox, name, roles, with_public):
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    problems = preflight()
-    if problems:
-        pytest.fail("sandbox tests need root and `ip netns`: " + "; ".join(problems),
-                    pytrace=False)
     workdir = tmp_path_factory.mktemp("jump")
-    for cidr in CIDRS:
-        try:
-            hosts = SandboxHosts(workdir, cidr=cidr, runner_outside=True, login_user="admin",
-                                 python=host_python())
-            break
-        except SandboxError as exc:
-            if "overlaps" not in str(exc):
-                raise
-    else:
-        pytest.fail("every network of %s is in use on this machine" % CIDRS, pytrace=False)
+    hosts = sandbox_hosts(workdir, CIDRS, runner_outside=True, login_user="admin",
+                          python=host_python())
     try:
         hosts.boot(PROXY, ip(hosts, PROXY), public_address=public(PROXY))
         hosts.boot(DB, ip(hosts, DB))

@@ -17,7 +17,7 @@ from lib import bootstrap, cassandra_ops, health
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
 from aws_emulator import AwsEmulator
-from sandbox.hosts import SandboxError, SandboxHosts, preflight
+from sandbox_support import sandbox_hosts
 from sandbox.hypervisor import Hypervisor
 from sandbox.volumes import BlockDevices, aws_by_id_name, digitalocean_by_id_name, loops
 
@@ -30,20 +30,8 @@ MOUNT = "/var/lib/dialog/cassandra"
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    problems = preflight()
-    if problems:
-        pytest.fail("volume tests need root and `ip netns`: " + "; ".join(problems),
-                    pytrace=False)
     workdir = tmp_path_factory.mktemp("volumes")
-    for cidr in CIDRS:
-        try:
-            hosts = SandboxHosts(workdir / "hosts", cidr=cidr)
-            break
-        except SandboxError as exc:
-            if "overlaps" not in str(exc):
-                raise
-    else:
-        pytest.fail("every network of %s is in use on this machine" % CIDRS, pytrace=False)
+    hosts = sandbox_hosts(workdir / "hosts", CIDRS)
     devices = BlockDevices(workdir, hosts)
     try:
         hosts.boot(HOST, str(hosts.network.network_address + 31))
