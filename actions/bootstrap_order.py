@@ -2,7 +2,7 @@ from dialog_action import DialogAction, reports_errors
 from lib.bootstrap import prepare_bound, start_bound
 from lib.catalog import default_catalog
 # What nginx.conf.j2 reads to forward the push ports; the one place the catalog says so.
-from lib.render import _proxied_push_purposes
+from lib.render import proxied_push_purposes
 from lib.stages import dependencies, depths, start_order
 
 # test_action_timeouts' margin: API round trips, process start, a poll's last attempt.
@@ -31,7 +31,7 @@ class BootstrapOrderAction(DialogAction):
 
     @reports_errors
     def run(self, hosts, tier=None, health_timeout=600, ssh_timeout=600):
-        route_push = bool(_proxied_push_purposes(default_catalog(), tier)) if tier else True
+        route_push = bool(proxied_push_purposes(default_catalog(), tier)) if tier else True
         needs = dependencies(hosts, route_push)
         limits = bounds(needs, health_timeout, ssh_timeout)
         return {"order": start_order(needs), "needs": needs,

@@ -36,7 +36,7 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "actions")]
 
 # pylint: disable=wrong-import-position
 from lib.catalog import default_catalog  # noqa: E402
-from lib.render import _proxied_push_purposes  # noqa: E402
+from lib.render import proxied_push_purposes  # noqa: E402
 from lib.stages import dependencies  # noqa: E402
 from lib.tables import format_table  # noqa: E402
 from sandbox.hosts import preflight  # noqa: E402
@@ -94,7 +94,7 @@ def chain(finish, last):
 
 def report(run, tier, output, workflow, delays):
     hosts = output["hosts"]
-    needs = dependencies(hosts, bool(_proxied_push_purposes(default_catalog(), tier)))
+    needs = dependencies(hosts, bool(proxied_push_purposes(default_catalog(), tier)))
     bootstrapped = output["bootstrapped"]
     steps = sequential_steps(workflow.trace)
     finish = host_finishes(bootstrapped, needs)

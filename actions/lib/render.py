@@ -154,7 +154,7 @@ def public_address(host):
     return (host.get("public_addresses") or [host["private_address"]])[0]
 
 
-def _proxied_push_purposes(catalog, tier):
+def proxied_push_purposes(catalog, tier):
     """Push ports the seed opens on the proxies (small-failover: the push host is private)."""
     for server in catalog.tier(tier)["servers"]:
         if "proxy" in server["roles"]:
@@ -234,7 +234,7 @@ def _model(context, host, images, catalog):
         # One OSD per storage host, created in the hosts' order: osd.0 on the first.
         "osd_id": [h["name"] for h in hosts_with(hosts, "storage")].index(host["name"])
         if "storage" in host["roles"] else None,
-        "proxied_push": _proxied_push_purposes(catalog, context["tier"]),
+        "proxied_push": proxied_push_purposes(catalog, context["tier"]),
         # Ceph needs a cluster id; derived from the deployment name so renders are repeatable.
         "ceph_fsid": str(uuid.uuid5(uuid.NAMESPACE_URL, "stackstorm-dialog:" + deployment)),
         "role_groups": [(role, hosts_with(hosts, role)) for role in catalog.role_names
