@@ -242,3 +242,15 @@ def test_dialog_servers_grow_two_at_a_time_from_the_tier_minimum():
             assert str(exc).startswith("dialog_servers: ") and "3, 5, 7, ..." in str(exc)
         else:
             raise AssertionError("dialog_servers=%d was accepted" % count)
+
+
+def test_the_plan_counts_the_nat_gateway_private_aws_hosts_go_out_through():
+    from lib.tables import render_plan  # pylint: disable=import-outside-toplevel
+    small = build_plan("small", "aws", "us-east-1")
+    assert small["nat_gateways"] == 1
+    assert "Egress: 1 NAT gateway" in render_plan(small)
+    # mini's one host holds the public address; DigitalOcean droplets all have one.
+    assert build_plan("mini", "aws", "us-east-1")["nat_gateways"] == 0
+    assert build_plan("small", "digitalocean", "fra1")["nat_gateways"] == 0
+    monitored = build_plan("small", "aws", "us-east-1", monitoring_networks=["198.51.100.7/32"])
+    assert "Prometheus (tcp 9091 on web) open to: 198.51.100.7/32" in render_plan(monitored)

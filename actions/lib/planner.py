@@ -9,6 +9,7 @@ import re
 
 from lib.catalog import (DROPLET_CLASSES, PROVIDERS, count_is_allowed, default_catalog,
                          describe_counts, parse_port_range)
+from lib.cloud.aws_egress import hosts_needing_public_subnet
 from lib.errors import InputError
 from lib.hosts.ssh_path import firewall_rules
 
@@ -222,6 +223,10 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
         "floating_ips": floating,
         "firewall": firewall_rules(_firewall(catalog, servers, networks, monitoring), ssh_address),
         "public_ips": sum(h["public_ips"] for h in hosts) + len(floating),
+        # AWS: the hosts without an address of their own reach Docker's repository and the
+        # registry through one NAT gateway of a network the pack creates (lib.cloud.aws_egress).
+        "nat_gateways": int(provider == "aws" and len(hosts) > len(
+            hosts_needing_public_subnet({"hosts": hosts, "floating_ips": floating}))),
         "totals": {
             "hosts": len(hosts),
             "cpus": sum(h["cpus"] for h in hosts),

@@ -55,6 +55,13 @@ def render_plan(plan):
             out.append(format_table(["ROLE", "PROTO", "PORTS"],
                                     [[role, proto, ", ".join(ports)]
                                      for (role, proto), ports in grouped.items()]))
+    for rule in plan["firewall"]:
+        if rule["source"] == "monitoring":
+            out += ["", "Prometheus (tcp %s on %s) open to: %s"
+                    % (_ports(rule), rule["role"], ", ".join(rule["cidrs"]))]
+    if plan.get("nat_gateways"):
+        out += ["", "Egress: %d NAT gateway for the hosts without a public address (none when "
+                "the profile names a subnet_id of its own)" % plan["nat_gateways"]]
     ssh = [r for r in plan["firewall"] if r["source"] == "admin"]
     for rule in ssh:
         out.append("")
