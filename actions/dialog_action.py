@@ -109,7 +109,7 @@ class DialogAction(Action):
                 if options.get(option) is None and (record.get("groups") or {}).get(group):
                     options[option] = record["groups"][group]
         options.setdefault("ssh_address", resolve_via(settings.get("ssh_address"), provider))
-        # Prometheus opened to the StackStorm host's networks (helper CLOUD, issue 12).
+        # Prometheus opened to the StackStorm host's networks.
         options.setdefault("monitoring_networks", settings.get("monitoring_networks"))
         return settings, build_plan(tier, provider=provider, region=region,
                                     admin_networks=admin_networks, **options)
@@ -143,7 +143,7 @@ class DialogAction(Action):
                    "registry": registry_settings(settings),
                    "docker_apt_repository": apt_repository(
                        settings.get("docker_apt_repository"))}
-        # helper CLOUD (issue 12): the bucket of uploaded files, None where files stay local.
+        # The bucket of uploaded files, None where files stay local.
         context["object_storage"] = self.files_storage(settings, deployment, hosts,
                                                        with_storage) if files else None
         return context

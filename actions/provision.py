@@ -26,7 +26,7 @@ class ProvisionAction(DialogAction):
         changes = driver.reconcile(plan, dry_run=dry_run)
         hosts = driver.inventory(plan["deployment"])
         if not dry_run:
-            # helper CLOUD (issue 12): the files bucket's key is made here, once, and kept in
+            # The files bucket's key is made here, once, and kept in
             # the datastore; the bootstraps that run in parallel only read it.
             self.files_storage(settings, plan["deployment"], hosts, plan["with_storage"],
                                create=True)

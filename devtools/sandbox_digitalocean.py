@@ -34,7 +34,7 @@ def digitalocean_cloud(workdir, boot_delay=0.0, droplet_delay=1.0, **host_option
     """Start the fake API, the hosts (SandboxHosts options in host_options) and the DO
     hypervisor with its block devices; yield (fake, hosts, devices); tear all down on exit."""
     public_cidr = host_options.pop("public_cidr", PUBLIC_CIDR)
-    # moto's S3 stands in for Spaces (the files bucket of multi-server tiers; helper CLOUD).
+    # moto's S3 stands in for Spaces (the files bucket of multi-server tiers).
     with AwsEmulator() as spaces, \
             FakeDigitalOcean(boot_delay=droplet_delay, public_network=public_cidr,
                              vpc_ip_range=VPC_CIDR) as fake, \

@@ -222,7 +222,7 @@ def test_a_droplet_is_a_host_with_its_public_address_on_eth0_and_goes_with_it(fa
     if hosts_module.preflight():
         pytest.skip("sandbox hosts cannot run here: %s" % hosts_module.preflight())
     if "public_on_interface" not in hosts_module.SandboxHosts.boot.__code__.co_varnames:
-        pytest.fail("SandboxHosts.boot has no public_on_interface (helper NET's part)")
+        pytest.fail("SandboxHosts.boot has no public_on_interface")
     import paramiko
 
     fake.reset(boot_delay=0.2)

@@ -112,7 +112,7 @@ def decommission(connection, rendered, observer=None, observer_rendered=None, ti
         time.sleep(interval)
 
 
-# ---- replication (issue 12) ------------------------------------------------------------------
+# ---- replication ------------------------------------------------------------------------------
 # Dialog names no keyspaces (its server creates them at its first start, through the
 # akka-persistence journal and snapshot settings), so every keyspace that is not Cassandra's
 # own is Dialog's. Each gets NetworkTopologyStrategy with RF = min(3, nodes) in the ring's

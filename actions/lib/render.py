@@ -366,6 +366,6 @@ def render_host(context, name, catalog=None):
         # (lib.hosts.registry, lib.hosts.docker_install); registry credentials never come here.
         "images": sorted({images[SERVICE_IMAGES[s]] for s in services}),
         "docker_apt_repository": context.get("docker_apt_repository"),
-        # helper DISK (issue 12): data volumes to format and mount before any service starts.
+        # Data volumes to format and mount before any service starts.
         "volumes": rendered_volumes(host),
     }

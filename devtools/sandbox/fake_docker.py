@@ -849,7 +849,7 @@ def route(ctx, method, path, body):
     spec, ring = ctx["spec"], ctx["ring"]
     base = path.split("?", 1)[0]
     if ring is not None and base == "/_fake/cql" and (ctx.get("control") or ctx["ring_port"]):
-        return cql_route(ring, method, body)  # helper SSH (issue 12)
+        return cql_route(ring, method, body)
     if ctx.get("control"):
         if ring is not None and base == "/_fake/ring":
             return 200, ring.view()
@@ -1449,9 +1449,9 @@ def compose_exec(opts, args):
                                                      values.get("-p", "5432")))
         return 0
     if os.path.basename(program) == "nodetool" and args[:1] == ["repair"]:
-        return nodetool_repair(record, args[1:])  # helper SSH (issue 12)
+        return nodetool_repair(record, args[1:])
     if os.path.basename(program) == "cqlsh":
-        return cqlsh(record, args)  # helper SSH (issue 12)
+        return cqlsh(record, args)
     if os.path.basename(program) == "nodetool":
         return nodetool(record, args[0] if args else "help")
     if program in ("cli", "/opt/docker/bin/cli"):
@@ -1524,7 +1524,7 @@ def dialog_cli(project, action, login):
 
 
 # --------------------------------------------------------------------------------------------
-# cqlsh -e and nodetool repair (helper SSH, issue 12): keyspaces and their replication.
+# cqlsh -e and nodetool repair: keyspaces and their replication.
 #
 # Real Cassandra keeps the schema cluster-wide: a schema change made on one node is pushed to
 # the others. Here each node's container holds the schema (persisted beside its ring state);

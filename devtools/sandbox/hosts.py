@@ -247,7 +247,7 @@ def _write(path, data, mode=0o644):
 
 
 def _volume_mounts(internal):
-    """Boot lines (helper DISK, issue 12) giving the host its own /dev/disk/by-id, where
+    """Boot lines giving the host its own /dev/disk/by-id, where
     sandbox/volumes.py links its volumes' loop devices, and its own /etc/fstab, which the
     deploy edits and which, like a root disk's, survives a stop and start (fresh=False)."""
     by_id, fstab = os.path.join(internal, "by-id"), os.path.join(internal, "fstab")
@@ -260,7 +260,7 @@ def _volume_mounts(internal):
 
 
 def _supply_docker(root, python, preinstalled):
-    """Helper SUPPLY (issue 12): the host's /usr/local/bin gets the sandbox's apt-get and
+    """The host's /usr/local/bin gets the sandbox's apt-get and
     systemctl (devtools/sandbox/apt_standin.py; the real apt-get must never run on a host, they
     share this machine's /usr), and the fake docker only when `preinstalled` (otherwise the
     deploy installs it from the sandbox mirror, see mirror.py)."""
@@ -343,7 +343,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             if not ENV_NAME_RE.match(key) or any(c in str(value) for c in "\"\n\\"):
                 raise SandboxError("unusable SSH environment variable %r=%r" % (key, value))
         self.python = os.path.abspath(python or sys.executable)
-        self.docker_preinstalled = bool(docker_preinstalled)  # helper SUPPLY (issue 12)
+        self.docker_preinstalled = bool(docker_preinstalled)
         self.login_user = self._check_login_user(login_user)
         self.runner_outside = bool(runner_outside)
         self.internet = bool(internet)
@@ -792,8 +792,8 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             "mount --bind '%s' /etc/hosts" % os.path.join(internal, "hosts"),
         ]
         lines += self._private_mounts(host)
-        lines += _volume_mounts(internal)  # helper DISK (issue 12): by-id devices and fstab
-        lines += _apt_mounts(root)  # helper SUPPLY (issue 12): the host's own /etc/apt
+        lines += _volume_mounts(internal)  # its own by-id devices and fstab
+        lines += _apt_mounts(root)  # its own /etc/apt
         lines += [
             "mkdir -p /run/sshd",
             "exec %s -D -e -f '%s'" % (SSHD, os.path.join(internal, "sshd_config")),
@@ -826,7 +826,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
                          % os.path.join(host.root, "etc", "sudoers.d"))
         needed = (self.workdir, os.path.dirname(os.path.dirname(self.python)))
         keep = {f(p) for p in needed for f in (os.path.abspath, os.path.realpath)}
-        # helper DO: a venv's interpreter is a symlink; its target (pyenv: under /root) too.
+        # A venv's interpreter is a symlink; its target (pyenv: under /root) too.
         keep.add(os.path.dirname(os.path.dirname(os.path.realpath(self.python))))
         for target, mode in PRIVATE_DIRS:
             copy = os.path.join(host.root, target.lstrip("/"))

@@ -111,7 +111,7 @@ class Hypervisor(threading.Thread):
         self.tag_key = tag_key
         self.boot_delay = boot_delay
         self.name_wait = name_wait
-        # helper DISK (issue 12): a sandbox.volumes.BlockDevices for the instances' EBS volumes
+        # A sandbox.volumes.BlockDevices for the instances' EBS volumes
         self.block_devices = block_devices
         self.instances = {}
         self.errors = []
@@ -159,7 +159,7 @@ class Hypervisor(threading.Thread):
         self.polls += 1
 
     def _sync_volumes(self, seen):
-        """helper DISK (issue 12): data volumes as block devices on their hosts."""
+        """Data volumes as block devices on their hosts."""
         if self.block_devices is not None:
             try:
                 volumes.sync_aws_volumes(self.ec2, self.block_devices, self.instances, seen,

@@ -453,7 +453,7 @@ class Driver(base.Driver):
                     if ip["droplet"]["id"] == droplet["id"]]
         volumes = [{"id": v["id"], "size_gb": v["size_gigabytes"], "kind": "ssd",
                     "purpose": v["name"][len(droplet["name"]) + 1:],
-                    "device": digitalocean_device(v["name"])}  # helper DISK (issue 12)
+                    "device": digitalocean_device(v["name"])}
                    for name, v in sorted(state["volumes"].items())
                    if droplet["id"] in (v.get("droplet_ids") or [])]
         return {
