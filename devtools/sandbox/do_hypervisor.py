@@ -33,16 +33,16 @@ Errors are logged once per droplet and kept in ``errors``; the loop keeps runnin
 
 import logging
 import re
-import threading
 
 from .hosts import FAILED, TERMINATED, SandboxError
+from .hypervisor import Poller
 
 LOG = logging.getLogger(__name__)
 
 BY_ID_PREFIX = "scsi-0DO_Volume_"
 
 
-class DoHypervisor(threading.Thread):
+class DoHypervisor(Poller):
     """Keeps SandboxHosts in step with the fake API's droplets. See the module docstring.
 
     droplets: droplet id -> {"host", "address", "public", "reserved", "booted"}.
@@ -53,35 +53,17 @@ class DoHypervisor(threading.Thread):
 
     def __init__(self, fake, hosts, devices=None, interval=0.2, tag_prefix="dialog:",
                  boot_delay=None, require_key=True, egress=True):
-        super().__init__(name="sandbox-do-hypervisor", daemon=True)
+        super().__init__("sandbox-do-hypervisor", interval,
+                         "reading the fake DigitalOcean API failed")
         self.fake = fake
         self.hosts = hosts
         self.devices = devices
-        self.interval = interval
         self.tag_prefix = tag_prefix
         self.boot_delay = boot_delay
         self.require_key = require_key
         self.egress = egress
         self.droplets = {}
         self.volumes = {}
-        self.errors = []
-        self.polls = 0
-        self._halt = threading.Event()
-        self._reported = set()
-
-    def run(self):
-        while not self._halt.is_set():
-            try:
-                self.poll_once()
-            except Exception as exc:  # pylint: disable=broad-except
-                self._error("", "reading the fake DigitalOcean API failed: %s" % exc)
-            self._halt.wait(self.interval)
-
-    def stop(self, timeout=10.0):
-        """Stop polling (hosts keep running; SandboxHosts.close() removes them)."""
-        self._halt.set()
-        if self.is_alive():
-            self.join(timeout)
 
     def poll_once(self):
         """One reconciliation pass (also usable without starting the thread)."""
@@ -210,10 +192,3 @@ class DoHypervisor(threading.Thread):
             self._error(volume_id, "%s failed: %s" % (what, exc))
             return False
         return True
-
-    def _error(self, key, message):
-        if (key, message) in self._reported:
-            return
-        self._reported.add((key, message))
-        LOG.warning("%s", message)
-        self.errors.append((key, message))

@@ -94,7 +94,46 @@ def has_egress(instance, egress):
     return bool(via_nat or (via_igw and instance.get("PublicIpAddress")))
 
 
-class Hypervisor(threading.Thread):
+class Poller(threading.Thread):
+    """A hypervisor's loop: poll_once() every `interval` seconds until stop(). A failed poll
+    is logged once per message and kept in ``errors`` ((key, message) pairs, oldest first);
+    the loop keeps running. ``polls`` counts the polls that completed."""
+
+    def __init__(self, name, interval, failure):
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self.errors = []
+        self.polls = 0
+        self._failure = failure
+        self._halt = threading.Event()
+        self._reported = set()
+
+    def poll_once(self):
+        raise NotImplementedError
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                self.poll_once()
+            except Exception as exc:  # pylint: disable=broad-except
+                self._error("", "%s: %s" % (self._failure, exc))
+            self._halt.wait(self.interval)
+
+    def stop(self, timeout=10.0):
+        """Stop polling (hosts keep running; SandboxHosts.close() removes them)."""
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout)
+
+    def _error(self, key, message):
+        if (key, message) in self._reported:
+            return
+        self._reported.add((key, message))
+        LOG.warning("%s", message)
+        self.errors.append((key, message))
+
+
+class Hypervisor(Poller):
     """Keeps SandboxHosts in step with the emulator's EC2 instances. See the module docstring.
 
     instances: instance id -> {"host", "address", "state", "name_tag", "booted", "public",
@@ -104,35 +143,16 @@ class Hypervisor(threading.Thread):
 
     def __init__(self, ec2, hosts, interval=0.5, tag_key="dialog:deployment", boot_delay=None,
                  name_wait=1.0, block_devices=None):
-        super().__init__(name="sandbox-hypervisor", daemon=True)
+        super().__init__("sandbox-hypervisor", interval, "describe_instances failed")
         self.ec2 = ec2
         self.hosts = hosts
-        self.interval = interval
         self.tag_key = tag_key
         self.boot_delay = boot_delay
         self.name_wait = name_wait
         # A sandbox.volumes.BlockDevices for the instances' EBS volumes
         self.block_devices = block_devices
         self.instances = {}
-        self.errors = []
-        self.polls = 0
-        self._halt = threading.Event()
-        self._reported = set()
         self._first_seen = {}
-
-    def run(self):
-        while not self._halt.is_set():
-            try:
-                self.poll_once()
-            except Exception as exc:  # pylint: disable=broad-except
-                self._error("", "describe_instances failed: %s" % exc)
-            self._halt.wait(self.interval)
-
-    def stop(self, timeout=10.0):
-        """Stop polling (hosts keep running; SandboxHosts.close() removes them)."""
-        self._halt.set()
-        if self.is_alive():
-            self.join(timeout)
 
     def poll_once(self):
         """One reconciliation pass (also usable without starting the thread)."""
@@ -242,10 +262,3 @@ class Hypervisor(threading.Thread):
         if existing is not None and existing.state not in (FAILED, TERMINATED):
             return instance_id
         return name
-
-    def _error(self, key, message):
-        if (key, message) in self._reported:
-            return
-        self._reported.add((key, message))
-        LOG.warning("%s", message)
-        self.errors.append((key, message))
