@@ -9,6 +9,8 @@ import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import paramiko
+
 from lib import bootstrap, cassandra_ops, health
 from lib.catalog import default_catalog
 from lib.errors import DialogError, InputError, ResourceFailed
@@ -135,18 +137,35 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
     return outcome
 
 
-def _check_host(context, host, ssh):
+# An SSH connection that drops after it opened (a proxy's sshd restarted under a jump, a reset
+# on a busy network) surfaces as one of these from paramiko, outside lib.errors.
+DROPPED = (EOFError, OSError, paramiko.SSHException)
+CHECK_ATTEMPTS = 2
+
+
+def _check_host(context, host, ssh, attempts=CHECK_ATTEMPTS):
     record = {"name": host["name"], "roles": host["roles"],
               "private_address": host.get("private_address"),
               "public_addresses": host.get("public_addresses") or []}
-    try:
-        rendered = render_host(context, host["name"])
-        with session(host, ssh, hosts=context["hosts"]) as connection:
-            checks = health.run_checks(connection, rendered)
-        record.update(checks=checks, healthy=all(c["ok"] for c in checks), error=None)
-    except DialogError as exc:
-        # One unreachable host must not hide the others' health.
-        record.update(checks=[], healthy=False, error=str(exc))
+    for attempt in range(1, attempts + 1):
+        try:
+            rendered = render_host(context, host["name"])
+            with session(host, ssh, hosts=context["hosts"]) as connection:
+                checks = health.run_checks(connection, rendered)
+            record.update(checks=checks, healthy=all(c["ok"] for c in checks), error=None)
+            return record
+        except DialogError as exc:
+            # One unreachable host must not hide the others' health.
+            record.update(checks=[], healthy=False, error=str(exc))
+            return record
+        except DROPPED as exc:
+            # A dropped connection says nothing about the host's services: ask again on a
+            # new one before calling it unhealthy.
+            reason = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+            record.update(checks=[], healthy=False,
+                          error="%s: the SSH connection dropped during the checks (%s, %d "
+                                "attempt%s)" % (host["name"], reason, attempt,
+                                                "" if attempt == 1 else "s"))
     return record
 
 
