@@ -27,16 +27,10 @@ class ScalePrepareAction(DialogAction):
                           with_storage=record.get("with_storage"))
         progress("%s: %s %d -> %d (%s)"
                  % (deployment, role, step["current"], step["desired"], step["direction"]))
-        if step["direction"] == "in":
+        if step["direction"] != "none":
             context = self.deployment_context(settings, deployment, hosts, record["tier"],
                                               record.get("with_storage"))
-            if role == "dialog-server":
-                operations.dialog_servers_healthy(context, self.ssh_options(settings))
-            elif role == "cassandra":
-                check = operations.cassandra_decommission_check(
-                    context, self.ssh_options(settings), step["leaving"][0])
-                progress("decommission check: %(survivors)d survivors, each with room for "
-                         "%(share_bytes)d bytes" % check)
+            operations.scale_gate(context, self.ssh_options(settings), step, progress)
         lock = None
         if step["direction"] != "none" and not dry_run:
             now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

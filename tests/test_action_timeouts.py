@@ -178,6 +178,16 @@ def worst_cases(b):
                            "compose up": b["compose"], "health checks pass": health_timeout},
         "cassandra_cleanup": dict(replication_waits(b), **{
             "SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]}),
+        # The ring read every JOIN_POLL s until the joiner is UN, join_timeout at most (each
+        # read within it); the read that finds it past the bound: a login and nodetool status.
+        "cassandra_join": {"joiner UN (join_timeout)": param_default("cassandra_join",
+                                                                     "join_timeout"),
+                           "last ring read": b["ssh_login"] + b["nodetool_ring"]},
+        # The ring check (a deploy that changes the Cassandra count), then the owed cleanups:
+        # one pass of cassandra_cleanup's path.
+        "cassandra_settle": dict(replication_waits(b), **{
+            "ring check": b["ssh_login"] + b["nodetool_ring"],
+            "SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]}),
         "cassandra_decommission": {"SSH logins (leaver, observer)": 2 * b["ssh_login"],
                                    "nodetool decommission": b["nodetool_long"],
                                    "ring without the leaver": b["ring_watch"],

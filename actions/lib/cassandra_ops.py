@@ -53,6 +53,95 @@ def ring(connection, rendered):
     return parse_status(_nodetool(connection, rendered, ["status"], 120))
 
 
+# `nodetool status`'s two letters: status (Up/Down) and state (Normal/Leaving/Joining/Moving).
+STATUS = {"U": "up", "D": "down"}
+STATE = {"N": "normal", "L": "leaving", "J": "joining", "M": "moving"}
+
+
+def describe_state(state):
+    """'UJ (up, joining)': a node's two letters and what they mean."""
+    return "%s (%s, %s)" % (state, STATUS.get(state[:1], "?"), STATE.get(state[1:2], "?"))
+
+
+def require_normal(nodes, names=None, expected=(), why="no topology change"):
+    """Raise ResourceFailed unless every node of the ring reads UN and every address of
+    `expected` is in it. A second node joining while one still streams (UJ), or while one is
+    down (DN) or leaving (UL), can take the wrong token ranges or lose replicas; Cassandra's own
+    guidance is one topology change at a time on a healthy ring. names: {address: host name}
+    for the message."""
+    names = names or {}
+
+    def label(address):
+        return "%s (%s)" % (names[address], address) if address in names else address
+
+    wrong = ["%s is %s" % (label(n["address"]), describe_state(n["state"]))
+             for n in nodes if n["state"] != "UN"]
+    listed = {n["address"] for n in nodes}
+    wrong += ["%s is not in the ring" % label(a) for a in expected if a not in listed]
+    if wrong or not nodes:
+        raise ResourceFailed("cassandra ring not ready: %s; %s until every node is UN (up, "
+                             "normal): `st2 run dialog.status` shows the ring, a join or "
+                             "decommission still streaming finishes on its own"
+                             % ("; ".join(wrong) or "no node answered", why))
+    return nodes
+
+
+# A join streams the joiner's share of the data: at Cassandra's default outbound stream
+# throughput (24 MiB/s per node, stream_throughput_outbound) a terabyte takes about 12 hours.
+JOIN_TIMEOUT = 12 * 3600.0
+JOIN_POLL = 30.0
+# A joiner not yet gossiping, or marked down by one missed heartbeat, is given this long.
+JOIN_LOST_AFTER = 600.0
+
+
+def _gib(count):
+    return "%.1f GiB" % (count / 1024.0 ** 3)
+
+
+def wait_joined(read_ring, address, name, progress=None, timeout=JOIN_TIMEOUT,
+                interval=JOIN_POLL, lost_after=JOIN_LOST_AFTER, clock=None, sleep=None):
+    """Wait until node `address` reads UN in the ring that read_ring() returns (a node other
+    than the joiner: its own view is not trusted; None when it could not be read), with a
+    progress line per poll: its state and the load it holds so far (nodetool's Load column grows
+    as it streams). ResourceFailed when the bound runs out, or when the node is down or absent,
+    or the ring unreadable, for longer than `lost_after`.
+    Returns {"host", "address", "state", "load_bytes", "seconds"}."""
+    say = progress or (lambda line: None)
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    start = clock()
+    lost_since = None
+    while True:
+        now = clock()
+        nodes = read_ring()
+        node = next((n for n in nodes or () if n["address"] == address), None)
+        elapsed = now - start
+        if node is not None and node["state"] == "UN":
+            say("%s (%s): UN, joined after %ds, %s" % (name, address, elapsed,
+                                                       _gib(node["load_bytes"])))
+            return {"host": name, "address": address, "state": "UN",
+                    "load_bytes": node["load_bytes"], "seconds": round(elapsed, 1)}
+        if node is None or node["state"].startswith("D"):
+            lost_since = now if lost_since is None else lost_since
+            what = describe_state(node["state"]) if node is not None else \
+                "not in the ring" if nodes is not None else "unknown (the ring could not be read)"
+            if now - lost_since >= lost_after:
+                raise ResourceFailed("%s (%s) is %s for %ds while joining; see its cassandra "
+                                     "log (docker compose logs cassandra) before retrying"
+                                     % (name, address, what, now - lost_since))
+            say("%s (%s): %s, %ds since the join started" % (name, address, what, elapsed))
+        else:
+            lost_since = None
+            say("%s (%s): %s, %s streamed so far, %ds since the join started"
+                % (name, address, describe_state(node["state"]), _gib(node["load_bytes"]),
+                   elapsed))
+        if elapsed >= timeout:
+            raise ResourceFailed("%s (%s) still %s after %ds; the join keeps streaming: wait for "
+                                 "UN (st2 run dialog.status), then run the scale again"
+                                 % (name, address, node["state"] if node else "absent",
+                                    elapsed))
+        sleep(min(interval, timeout - elapsed))
+
+
 def cleanup(connection, rendered):
     _nodetool(connection, rendered, ["cleanup"], NODETOOL_TIMEOUT)
 

@@ -158,7 +158,8 @@ def check_cassandra(check, limit, request):
         match = re.match(r"^([UD][NLJM])\s+(\S+)\s", line)
         if match and match.group(2) == check["address"]:
             state = match.group(1)
-            return state == "UN", "%s is %s" % (check["address"], state)
+            return state in (check.get("states") or ["UN"]), "%s is %s" % (check["address"],
+                                                                           state)
     return False, "%s is not in the ring" % check["address"]
 
 

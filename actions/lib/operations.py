@@ -225,6 +225,28 @@ def dialog_servers_healthy(context, ssh):
                              % "; ".join(sick))
 
 
+def scale_gate(context, ssh, step, progress=_noop):
+    """What must hold before a scale step (lib.scaling.scale_step) changes anything: dialog
+    servers in, every one healthy; Cassandra in, the decommission check; Cassandra out, every
+    node UN (one join at a time, never beside a node down or leaving). Raises ResourceFailed;
+    returns a line saying what was checked, or None for a role without a gate."""
+    role, direction = step["role"], step["direction"]
+    if role == "dialog-server" and direction == "in":
+        dialog_servers_healthy(context, ssh)
+        return "every dialog server healthy"
+    if role == "cassandra" and direction == "in":
+        check = cassandra_decommission_check(context, ssh, step["leaving"][0])
+        line = ("decommission check: %(survivors)d survivors, each with room for "
+                "%(share_bytes)d bytes" % check)
+    elif role == "cassandra" and direction == "out":
+        ring = cassandra_ring_normal(context, ssh, "no node joins")
+        line = "cassandra ring: %d nodes, all UN" % len(ring)
+    else:
+        return None
+    progress(line)
+    return line
+
+
 def _survivors(context, leaver_name):
     """The Cassandra hosts that stay; the first of them watches the ring for the others."""
     return [h for h in hosts_with(context["hosts"], "cassandra") if h["name"] != leaver_name]
@@ -241,6 +263,47 @@ def cassandra_decommission_check(context, ssh, leaver_name):
                 ring = cassandra_ops.ring(connection, render_host(context, node["name"]))
             free[node["private_address"]] = cassandra_ops.free_bytes(connection)
     return cassandra_ops.check_decommission(leaver["private_address"], ring or [], free)
+
+
+def _ring_names(context):
+    return {h["private_address"]: h["name"] for h in hosts_with(context["hosts"], "cassandra")}
+
+
+def cassandra_ring_normal(context, ssh, why):
+    """The ring as the first Cassandra host sees it, required all UN with every Cassandra host
+    of the inventory in it (cassandra_ops.require_normal)."""
+    names = _ring_names(context)
+    nodes = hosts_with(context["hosts"], "cassandra")
+    if not nodes:
+        return []
+    with session(nodes[0], ssh, hosts=context["hosts"]) as connection:
+        ring = cassandra_ops.ring(connection, render_host(context, nodes[0]["name"]))
+    return cassandra_ops.require_normal(ring, names, [h["private_address"] for h in nodes],
+                                        why)
+
+
+def cassandra_join_wait(context, ssh, name, progress=_noop,
+                        timeout=cassandra_ops.JOIN_TIMEOUT):
+    """Wait until the joining node `name` reads UN in the ring an older node sees (first by
+    index), a progress line every cassandra_ops.JOIN_POLL seconds."""
+    joiner = _host(context, name)
+    observer = _survivors(context, name)[0]
+    rendered = render_host(context, observer["name"])
+    progress("%s: waiting for %s to join the ring (bound %ds), as %s sees it"
+             % (name, joiner["private_address"], timeout, observer["name"]))
+
+    # A fresh session per poll: a join lasts hours, and one dropped connection or one failed
+    # nodetool call must not end it (wait_joined bounds how long the ring may stay unread).
+    def read_ring():
+        try:
+            with session(observer, ssh, hosts=context["hosts"]) as connection:
+                return cassandra_ops.ring(connection, rendered)
+        except (DialogError,) + DROPPED as exc:
+            progress("%s: ring not read this time: %s" % (observer["name"], _failure_reason(exc)))
+            return None
+
+    return cassandra_ops.wait_joined(read_ring, joiner["private_address"], name, progress,
+                                     timeout=timeout)
 
 
 def cassandra_replication(context, ssh, progress=_noop):
@@ -280,3 +343,22 @@ def cassandra_decommission(context, ssh, name, progress=_noop):
                                    render_host(context, observer["name"]))
     progress("%s: left the ring" % name)
     return {"host": name, "decommissioned": True}
+
+
+def finish_cleanups(context, ssh, owed, done, progress=_noop):
+    """Run the cleanups a join left owed (lib.pending_cleanup), one node at a time, calling
+    done(name) after each that succeeds (and for a name no longer a Cassandra host of the
+    inventory: nothing left to clean). The first failure stops here, the rest still owed.
+    Returns the names cleaned."""
+    cassandra = {h["name"] for h in hosts_with(context["hosts"], "cassandra")}
+    cleaned = []
+    for name in owed:
+        if name not in cassandra:
+            progress("%s: owed a cleanup but no longer a cassandra host; dropped" % name)
+            done(name)
+            continue
+        progress("%s: finishing the nodetool cleanup an earlier scale-out left owed" % name)
+        cassandra_cleanup(context, ssh, name, progress)
+        done(name)
+        cleaned.append(name)
+    return cleaned

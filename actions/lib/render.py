@@ -226,6 +226,7 @@ def _model(context, host, images, catalog):
         "cassandra_seeds": cassandra_seeds(hosts),
         "dialog": dialog,
         "dialog_seeds": dialog_seeds(hosts, context.get("joining")),
+        "joining": list(context.get("joining") or ()),
         "voice": hosts_with(hosts, "voice"),
         "push": hosts_with(hosts, "push"),
         "web": hosts_with(hosts, "web"),
@@ -319,9 +320,13 @@ def _checks(model, catalog):
             command=["pg_isready", "--username=dialog", "--dbname=dialog"])
         add("pgbouncer tcp", "postgres", "pgbouncer", "tcp", port("postgres", "pgbouncer"))
     if "cassandra" in roles:
-        # Healthy when this node's line in `nodetool status` reads UN (up, normal).
+        # Healthy when this node's line in `nodetool status` reads UN (up, normal). A node
+        # dialog.scale is joining passes its start at UJ (up, joining: streaming, which may
+        # take hours); dialog.cassandra_join then waits for UN with progress.
         add("cassandra ring", "cassandra", "cassandra", "cassandra", port("cassandra", "cql"),
             command=["nodetool", "status"])
+        joining = model["host"]["name"] in (model.get("joining") or ())
+        checks[-1]["states"] = ["UN", "UJ"] if joining else ["UN"]
     if "s3-gateway" in roles:
         add("rgw http", "s3-gateway", "rgw", "http", port("s3-gateway", "rgw"), "/")
     if "storage" in roles:
