@@ -215,6 +215,7 @@ class FakeDigitalOcean:
                                     "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa",
                                     "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake"}}
             self.droplet_keys = {}      # droplet id -> public keys installed for root
+            self.password_logins = set()    # droplets created with no key: root has a password
             self.requests, self.early_requests = [], 0
             self._ids, self._addresses = itertools.count(3000001), itertools.count(1)
             self._key_ids = itertools.count(1002)
@@ -489,6 +490,10 @@ class FakeDigitalOcean:
         # The keys go into root's authorized_keys at first boot, as cloud-init does on DO.
         self.droplet_keys[droplet["id"]] = [self._ssh_key(k)["public_key"]
                                             for k in body.get("ssh_keys") or []]
+        if not self.droplet_keys[droplet["id"]]:
+            # "If no SSH keys are specified, a root password is emailed" and the image allows
+            # password logins over SSH (DigitalOcean's droplet create reference).
+            self.password_logins.add(droplet["id"])
         self._ready[droplet["id"]] = self.clock() + self.opt["boot_delay"]
         return droplet
 
@@ -722,6 +727,9 @@ class FakeDigitalOcean:
             raise unprocessable("a firewall applies to %d tags at most" % MAX_FIREWALL_TAGS)
         named = tags + [t for r in inbound for t in r["sources"].get("tags", [])]
         named += [t for r in outbound for t in r["destinations"].get("tags", [])]
+        # DigitalOcean takes "existing tags" only (doctl's firewall help; poseidon/typhoon#709:
+        # a firewall created before its tag fails): a tag is made by POST /v2/tags or by the
+        # first droplet or volume created with it.
         for tag in named:
             if tag not in self.tags:
                 raise unprocessable("tag %r does not exist" % tag)

@@ -27,7 +27,7 @@ from azure.core.pipeline.policies import HTTPPolicy, SansIOHTTPPolicy
 from lib.cloud import object_storage
 from lib.cloud.login_users import DIGITALOCEAN_USER
 from lib.cloud.volume_devices import digitalocean_device
-from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
+from lib.errors import CredentialsError, InputError, ProviderError, QuotaError, ResourceFailed
 from lib.providers import base
 
 DEFAULT_ENDPOINT = "https://api.digitalocean.com"
@@ -236,6 +236,7 @@ class Driver(base.Driver):
         if plan.get("provider") != "digitalocean":
             raise ProviderError("%s: the plan is for provider %r"
                                 % (self._who, plan.get("provider")))
+        self._require_ssh_keys()
         deployment = plan["deployment"]
         self.progress("reading deployment '%s' on DigitalOcean" % deployment)
         # First: missing Spaces keys stop the run before any droplet exists.
@@ -246,11 +247,24 @@ class Driver(base.Driver):
         if bucket:
             changes += bucket.ensure(dry_run)
         vpc_id = self._ensure_vpc(plan, state, changes, dry_run)
+        # Firewalls before droplets: they apply by tag, so a droplet is covered from the moment
+        # it exists (droplets first would leave every port open until the firewalls came).
+        changes += self._ensure_firewalls(plan, state, dry_run)
         changes += self._ensure_droplets(plan, state, vpc_id, dry_run)
         changes += self._ensure_volumes(plan, state, dry_run)
         changes += self._ensure_reserved_ips(plan, state, dry_run)
-        changes += self._ensure_firewalls(plan, state, dry_run)
         return changes
+
+    def _require_ssh_keys(self):
+        """A droplet created without SSH keys gets a root password by email and password
+        logins over SSH (DigitalOcean's documented behaviour): refused before any call."""
+        names = self.profile.get("ssh_key_names")
+        if not isinstance(names, list) or not names or \
+                not all(isinstance(n, str) and n for n in names):
+            raise InputError("ssh_key_names", "profile %r: give the names of the SSH keys "
+                             "registered with DigitalOcean that droplets get for root (without "
+                             "one, DigitalOcean enables root password logins)"
+                             % (self.profile.get("name") or "default"))
 
     def destroy(self, deployment, dry_run=False, delete_data=False):
         self.progress("reading deployment '%s' on DigitalOcean" % deployment)
@@ -479,6 +493,9 @@ class Driver(base.Driver):
         planned = {host["name"] for host in plan["hosts"]}
         surplus = sorted((d for name, d in state["droplets"].items() if name not in planned),
                          key=lambda d: d["name"])
+        roles = role_tag(plan["deployment"], "")
+        base.check_deletions(plan, [(d["name"], [t[len(roles):] for t in d.get("tags") or []
+                                                 if t.startswith(roles)]) for d in surplus])
         ids = {d["id"] for d in surplus + state["duplicates"]}
         addresses = [ip for ip in state["reserved_ips"] if ip["droplet"]["id"] in ids]
         wanted_volumes = {volume_name(host, disk) for host in plan["hosts"]
@@ -764,6 +781,9 @@ class Driver(base.Driver):
             changes.append(base.change("delete", "firewall", name, "no role of the plan"))
         if dry_run:
             return changes
+        if todo:
+            self._ensure_tags(sorted({tag for _, _, name, _ in todo
+                                      for tag in _tags_named(wanted[name])}))
         for verb, operation, name, kwargs in todo:
             self.progress("%s firewall %s" % (verb, name))
             self._call("%s firewall %s" % (verb, name), operation, **kwargs)
@@ -772,6 +792,24 @@ class Driver(base.Driver):
             self._call("deleting firewall %s" % name, self.api.firewalls.delete,
                        firewall_id=state["firewalls"][name]["id"], missing_ok=True)
         return changes
+
+    def _ensure_tags(self, names):
+        """A firewall may only name tags that exist (DigitalOcean answers 422 otherwise), and
+        the droplets that will carry them do not exist yet: the missing ones are created."""
+        listed = {t["name"] for t in self._list("listing tags", self.api.tags.list, "tags")}
+        for name in names:
+            if name not in listed:
+                self._call("creating tag %s" % name, self.api.tags.create, body={"name": name})
+
+
+def _tags_named(spec):
+    """Every tag a firewall body names: those it applies to and its rules' sources."""
+    tags = list(spec.get("tags") or [])
+    for rule in spec.get("inbound_rules") or []:
+        tags += (rule.get("sources") or {}).get("tags") or []
+    for rule in spec.get("outbound_rules") or []:
+        tags += (rule.get("destinations") or {}).get("tags") or []
+    return tags
 
 
 def _by_name(droplets):
