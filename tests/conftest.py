@@ -77,3 +77,22 @@ def pytest_configure(config):
 
 _use_standin_if_st2_missing()
 _ensure_pack_paths()
+
+
+# Tests that boot sandbox hosts (network namespaces, sshd, Docker stand-ins: the xdist group
+# "netns") legitimately take minutes: a module's first test also boots its hosts, its last one
+# tears them down. They get this bound instead of pytest.ini's default, unless the test or its
+# module carries its own timeout mark. The signal method (pytest.ini) fails the test from
+# inside, so the fixtures' teardown still stops the hosts; the thread method would end the
+# whole process and leave them running.
+SANDBOX_TIMEOUT = 1200
+
+
+def _in_sandbox_group(item):
+    return any(mark.args[:1] == ("netns",) for mark in item.iter_markers("xdist_group"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _in_sandbox_group(item) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SANDBOX_TIMEOUT))
