@@ -356,7 +356,7 @@ def test_prometheus_scrapes_every_host_once_per_role(deployment):
 def test_nginx_upstreams_list_every_web_and_dialog_host(deployment):
     context, results = deployment
     for host in with_role(context, "proxy"):
-        conf = file_of(results[host["name"]], "/etc/dialog/nginx.conf")
+        conf = file_of(results[host["name"]], "/etc/dialog/nginx/nginx.conf")
         assert_balanced(strip_quoted_and_comments(conf, ("#",)))
 
         def upstream(name, text=conf):
@@ -456,7 +456,7 @@ def test_checks_per_role(deployment):
             if "proxy" in host["roles"]:
                 # Through nginx's http port, which hands this path to the web-app.
                 assert web_app["port"] == PORT("proxy", "http")
-                conf = file_of(result, "/etc/dialog/nginx.conf")
+                conf = file_of(result, "/etc/dialog/nginx/nginx.conf")
                 assert "location = %s {" % web_app["path"] in conf
             else:
                 assert (web_app["port"], web_app["path"]) == (PORT("web", "http"), "/")
@@ -595,6 +595,6 @@ def test_growing_the_dialog_servers_keeps_the_running_servers_config():
         assert re.findall(r'"akka://dialog@([\d.]+):', conf) == seeds
         assert during[name]["address"] not in seeds
     # The proxies route to all five once the deploy reconciles them.
-    proxy = file_of(after["dialog-proxy-1"], "/etc/dialog/nginx.conf")
+    proxy = file_of(after["dialog-proxy-1"], "/etc/dialog/nginx/nginx.conf")
     for server in with_role(grown, "dialog-server"):
         assert server["private_address"] + ":" in proxy

@@ -416,10 +416,14 @@ def upload_changed(connection, files):
 # ----------------------------------------------------------------------------- compose
 
 # Runs on the host ahead of the health probe (lib.health.PROBE_SOURCE provides run(),
-# compose_argv() and last_line()). `up -d --remove-orphans` runs when a file changed, when a
-# service is not running, or when the files differ from those the last successful `up` ran with
-# (a run that crashed between upload and up is finished by the next one).
-COMPOSE_PRELUDE = r'''
+# compose_argv() and last_line()). `up -d --remove-orphans` runs when a file other than a
+# reloadable one changed, when a service is not running, or when the files differ from those
+# the last successful `up` ran with (a run that crashed between upload and up is finished by the
+# next one). A service whose only changed files are reloadable ones (nginx.conf: rendered
+# "reload") is told to reload them (`exec -T SERVICE` its test, then its reload command): nginx
+# keeps serving, no container is recreated. The marker keeps both digests, one a line.
+# mode "plan" only says what "apply" would do: whether running services would be restarted.
+COMPOSE_PRELUDE = r"""
 def compose_rows(text):
     text = text.strip()
     if text.startswith("["):
@@ -433,7 +437,16 @@ def compose_failed(step, status, out, err):
     return {"error": step, "detail": last_line(err) or last_line(out) or "exit %d" % status}
 
 
-def before(request):
+def read_applied(marker):
+    try:
+        with open(marker) as handle:
+            lines = handle.read().split()
+    except OSError:
+        lines = []
+    return (lines + ["", ""])[:2]
+
+
+def compose_plan(request):
     compose = request["compose"]
     base = compose_argv(request)
     # config -q and ps only read: run them side by side.
@@ -456,37 +469,80 @@ def before(request):
     running = sorted(set(row.get("Service") for row in rows
                          if str(row.get("State", "")).lower() == "running"))
     missing = [name for name in compose["services"] if name not in running]
-    marker = compose["marker"]
-    try:
-        with open(marker) as handle:
-            applied = handle.read().strip()
-    except OSError:
-        applied = ""
-    if not compose["changed"] and not missing and applied == compose["digest"]:
-        return {"status": "unchanged", "running": running}
-    status, out, err = run(base + ["up", "-d", "--remove-orphans"], compose["up_timeout"])
+    applied, applied_reload = read_applied(compose["marker"])
+    restart = bool(missing) or compose["changed"] or applied != compose["digest"]
+    stale = compose["reload_changed"] or applied_reload != compose.get("reload_digest", "")
+    # A service not running starts with the new files: nothing to reload.
+    reload = sorted(s for s in compose.get("reload") or {} if s in running) if stale else []
+    return {"running": running, "missing": missing, "restart": restart, "reload": reload,
+            "takes_down": restart and bool(running)}
+
+
+def reload_service(base, service, commands):
+    status, out, err = run(base + ["exec", "-T", service] + commands["test"], 60)
     if status != 0:
-        return compose_failed("compose up", status, out, err)
+        return compose_failed("%s config test" % service, status, out, err)
+    for attempt in range(5):
+        # Right after `up` a recreated service may not have written its pid file yet.
+        status, out, err = run(base + ["exec", "-T", service] + commands["reload"], 60)
+        if status == 0:
+            return None
+        time.sleep(1.0)
+    return compose_failed("%s reload" % service, status, out, err)
+
+
+def before(request):
+    compose = request["compose"]
+    plan = compose_plan(request)
+    if plan.get("error") or compose.get("mode") == "plan":
+        return plan
+    running = plan["running"]
+    if not plan["restart"] and not plan["reload"]:
+        return {"status": "unchanged", "running": running}
+    base = compose_argv(request)
+    if plan["restart"]:
+        status, out, err = run(base + ["up", "-d", "--remove-orphans"], compose["up_timeout"])
+        if status != 0:
+            return compose_failed("compose up", status, out, err)
+    for service in plan["reload"]:
+        failed = reload_service(base, service, compose["reload"][service])
+        if failed:
+            return failed
+    marker = compose["marker"]
     try:
         os.makedirs(os.path.dirname(marker), exist_ok=True)
         with open(marker + ".new", "w") as handle:
-            handle.write(compose["digest"] + "\n")
+            handle.write(compose["digest"] + "\n" + compose.get("reload_digest", "") + "\n")
         os.replace(marker + ".new", marker)
     except OSError:
         pass  # the next run then runs `up` once more, which changes nothing
-    return {"status": "updated" if running else "started", "running": running,
-            "missing": missing}
-'''
+    status = ("updated" if running else "started") if plan["restart"] else "reloaded"
+    return {"status": status, "running": running, "missing": plan["missing"],
+            "reloaded": plan["reload"]}
+"""
 
 
-def _compose_request(rendered, checked, changed):
-    digest = hashlib.sha256("".join(
+def _digest_of(items):
+    return hashlib.sha256("".join(
         "%s %o %s\n" % (item["path"], item["mode"], item["sha256"])
-        for item in sorted(checked, key=lambda i: i["path"])).encode()).hexdigest()
+        for item in sorted(items, key=lambda i: i["path"])).encode()).hexdigest()
+
+
+def _compose_request(rendered, checked, changed, mode="apply"):
+    """`changed`: the uploaded paths (or a bool: something changed)."""
+    reload = rendered.get("reload") or {}
+    reloadable = {path for entry in reload.values() for path in entry["paths"]}
+    changed_paths = set(changed) if isinstance(changed, (list, tuple, set)) else set()
     marker = posixpath.join(APPLIED_DIR, "%s.applied" % re.sub(r"[^A-Za-z0-9_.-]", "_",
                                                                rendered["project"]))
-    return {"services": list(rendered.get("services") or []), "changed": bool(changed),
-            "digest": digest, "marker": marker, "up_timeout": UP_TIMEOUT}
+    return {"services": list(rendered.get("services") or []),
+            "changed": bool(changed_paths - reloadable) or changed is True,
+            "reload_changed": bool(changed_paths & reloadable),
+            "digest": _digest_of(i for i in checked if i["path"] not in reloadable),
+            "reload_digest": _digest_of(i for i in checked if i["path"] in reloadable)
+            if reloadable else "",
+            "reload": {s: {"test": e["test"], "reload": e["reload"]} for s, e in reload.items()},
+            "marker": marker, "up_timeout": UP_TIMEOUT, "mode": mode}
 
 
 def _compose_outcome(label, outcome, redact):
@@ -499,7 +555,8 @@ def _compose_outcome(label, outcome, redact):
 def compose_up(connection, rendered, changed):
     """`docker compose -p P -f F config -q`, then `up -d --remove-orphans` when `changed`, when
     a service is not running (`ps --format json`) or when the last up ran with other files;
-    "started" (nothing was running), "updated" or "unchanged". One SSH command."""
+    "started" (nothing was running), "updated", "reloaded" (only reloadable files changed:
+    see COMPOSE_PRELUDE) or "unchanged". One SSH command."""
     checked = _checked_files(rendered.get("files"))
     request = health.probe_request(rendered)
     request["checks"] = None
@@ -508,6 +565,26 @@ def compose_up(connection, rendered, changed):
                               timeout=COMPOSE_TIMEOUT, step="compose")
     return _compose_outcome(health.host_label(rendered), result["before"],
                             health.redactor(rendered.get("files")))
+
+
+def restart_plan(connection, rendered, prepared):
+    """What start_host would do to a prepared host, doing nothing: {"running", "missing",
+    "restart" (compose up would run), "reload" (services told to reload), "takes_down"
+    (running services would be recreated: the host restarts, in a rolling group one at a
+    time)}. A host where Docker was just installed runs nothing: no SSH command then."""
+    if prepared.get("docker") == "installed":
+        return {"running": [], "missing": list(rendered.get("services") or []),
+                "restart": True, "reload": [], "takes_down": False}
+    checked = _checked_files(rendered.get("files"))
+    request = health.probe_request(rendered)
+    request["checks"] = None
+    request["compose"] = _compose_request(rendered, checked, prepared["uploaded"], "plan")
+    result = health.run_probe(connection, rendered, request, COMPOSE_PRELUDE,
+                              timeout=COMPOSE_TIMEOUT, step="compose plan")
+    before = result["before"]
+    _compose_outcome(health.host_label(rendered), dict(before, status=None),
+                     health.redactor(rendered.get("files")))
+    return before
 
 
 # ----------------------------------------------------------------------------- a whole host

@@ -86,15 +86,19 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
 
     `gate` (lib.hosts.start_order.RunGate, dialog.deploy's run): the host is prepared at once,
     but started only once gate.wait() says every host it needs is running; then gate.ready(),
-    or gate.failed(reason) on any failure, which also stops the hosts that wait for this one."""
+    or gate.failed(reason) on any failure, which also stops the hosts that wait for this one.
+    A host of a rolling group (gate.rolls) whose start would take running services down
+    (bootstrap.restart_plan) also waits for its turn (gate.wait_turn: the hosts before it are
+    back); one that takes nothing down says so at once (gate.passed), holding no one back."""
     clock = time.monotonic
     seconds = {"setup": 0.0, "ssh_wait": 0.0, "prepare": 0.0, "dependency_wait": 0.0,
-               "start": 0.0}
+               "turn_wait": 0.0, "start": 0.0}
 
     def since(mark):
         return round(clock() - mark, 3)
 
     waits = gate is not None and bool(gate.needs)
+    turn = False
     outcome = None
     try:
         rendered = render_host(context, name)
@@ -109,14 +113,25 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
             prepared = bootstrap.prepare_host(connection, rendered, context.get("registry"),
                                               progress)
             seconds["prepare"] = since(mark)
-            if not waits:
+            if gate is not None and gate.rolls:
+                plan = bootstrap.restart_plan(connection, rendered, prepared)
+                turn = bool(plan.get("takes_down"))
+                if turn:
+                    progress("%s: restarts %s (one host of its group at a time)"
+                             % (name, ", ".join(plan.get("running") or [])))
+                else:
+                    gate.passed()
+            if not waits and not turn:
                 mark = clock()
                 outcome = bootstrap.start_host(connection, rendered, prepared, progress,
                                                health_timeout)
                 seconds["start"] = since(mark)
-        if waits:
+        if waits or turn:
             # A new session: the wait may be long, an idle one may be dropped meanwhile.
-            seconds["dependency_wait"] = gate.wait()
+            if waits:
+                seconds["dependency_wait"] = gate.wait()
+            if turn:
+                seconds["turn_wait"] = gate.wait_turn()
             mark = clock()
             with session(host, ssh, progress=progress, hosts=context["hosts"]) as connection:
                 outcome = bootstrap.start_host(connection, rendered, prepared, progress,

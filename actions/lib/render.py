@@ -97,7 +97,18 @@ PG_STANDBY = ("/etc/dialog/postgres/standby.sh", "postgres-standby.sh.j2", 0o644
 TURN_CONF = ("/etc/dialog/turnserver.conf", "turnserver.conf.j2", 0o600, True)
 PUSH_CONF = ("/etc/dialog/push.yaml", "push.yaml.j2", 0o644, False)
 PROMETHEUS_CONF = ("/etc/dialog/prometheus.yml", "prometheus.yml.j2", 0o644, False)
-NGINX_CONF = ("/etc/dialog/nginx.conf", "nginx.conf.j2", 0o644, False)
+# In a directory of its own, mounted as a directory: the upload replaces the file by rename,
+# and a single-file bind mount would keep showing the container the old inode, so a reload
+# would read the old file (docs.docker.com/engine/storage/bind-mounts: a bind mount is of the
+# inode the source resolves to when the container starts).
+NGINX_DIR = "/etc/dialog/nginx"
+NGINX_CONF = (NGINX_DIR + "/nginx.conf", "nginx.conf.j2", 0o644, False)
+# Files a running service re-reads on a command, so that a change restarts nothing:
+# {service: (config path, test argv, reload argv)}. nginx -s reload: the master checks the new
+# configuration, starts new workers and lets the old ones finish their connections
+# (nginx.org/en/docs/control.html). The path is the same inside the container.
+RELOADABLE = {"nginx": (NGINX_CONF[0], ["nginx", "-t", "-q", "-c", NGINX_CONF[0]],
+                        ["nginx", "-s", "reload", "-c", NGINX_CONF[0]])}
 CEPH_CONF = ("/etc/dialog/ceph/ceph.conf", "ceph.conf.j2", 0o644, False)
 S3_ENV = ("/etc/dialog/s3.env", "s3.env.j2", 0o600, True)
 
@@ -353,7 +364,11 @@ def render_host(context, name, catalog=None):
         raise InputError("secrets", "a secret for %s %s; env files cannot hold it"
                          % (name, exc)) from None
     services = [s for role in model["roles"] + ["*"] for s in ROLE_SERVICES[role]]
-    model["config_hash"] = {s: _digest(files) for s, files in per_service.items()}
+    # A reloadable service's label leaves out what a reload picks up: changing only that file
+    # leaves the compose file as it was, and compose recreates nothing.
+    model["config_hash"] = {s: _digest(files) for s, files in per_service.items()
+                            if s not in RELOADABLE}
+    model["nginx_dir"], model["nginx_conf"] = NGINX_DIR, NGINX_CONF[0]
     model["services"] = services
     compose = {"path": COMPOSE_FILE, "content": _ENV.get_template("docker-compose.yml.j2")
                .render(model), "mode": 0o644, "secret": False}
@@ -367,6 +382,10 @@ def render_host(context, name, catalog=None):
         "files": [compose] + [others[path] for path in sorted(others)],
         "services": services,
         "checks": _checks(model, catalog),
+        # lib.bootstrap reloads these services instead of recreating them when only these
+        # files changed.
+        "reload": {s: {"paths": [RELOADABLE[s][0]], "test": RELOADABLE[s][1],
+                       "reload": RELOADABLE[s][2]} for s in per_service if s in RELOADABLE},
         # What the host pulls before anything starts, and where it installs Docker from
         # (lib.hosts.registry, lib.hosts.docker_install); registry credentials never come here.
         "images": sorted({images[SERVICE_IMAGES[s]] for s in services}),

@@ -17,9 +17,17 @@ services (compose up and the health checks) waits, and only for what the service
 - voice, push, web, storage, the Postgres primary and the Cassandra seeds: nothing.
 
 A host never waits for itself (mini's one server carries every role).
+
+Rolling restarts: in a run, the hosts of ROLLING_ROLES whose start would take running services
+down restart one at a time per role, lowest index first (rolling_after; the turns themselves
+are lib.hosts.start_order's). The other roles need no such order: Cassandra and Postgres
+change only through dialog.scale, storage and push run one host per role in most tiers.
 """
 
 SEED_COUNT = 2
+# Stateless roles with several hosts behind the proxies (or DNS): one of them down at a time
+# keeps the service up.
+ROLLING_ROLES = ("dialog-server", "proxy", "web")
 
 
 def by_index(hosts):
@@ -81,6 +89,19 @@ def dependencies(hosts, proxies_route_push=True):
             needs += by_role.get(role, [])
         seen = {host["name"]}
         result[host["name"]] = [n for n in needs if not (n in seen or seen.add(n))]
+    return result
+
+
+def rolling_after(hosts):
+    """{host name: [the hosts before it in each of its rolling groups]} for the hosts of
+    ROLLING_ROLES. Every group is ordered by the same key (index, then name), so no two hosts
+    can each be before the other: the turns never deadlock."""
+    result = {}
+    for role in ROLLING_ROLES:
+        group = _names(hosts_with(hosts, role))
+        for position, name in enumerate(group):
+            before = result.setdefault(name, [])
+            before += [n for n in group[:position] if n not in before]
     return result
 
 

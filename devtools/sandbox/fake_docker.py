@@ -26,6 +26,14 @@ that the pack's real SSH bootstrap and network health checks have something to t
   image inspect IMAGE...``, ``compose pull [-q] [SERVICE...]``; ``up`` pulls missing images
   first, failing with the daemon's words ("no basic auth credentials", "unauthorized:
   authentication required", "manifest unknown") as Docker does.
+* Bind mounts as Docker makes them: a single-file bind mount shows the container the file as it
+  was when the container started (Docker binds the inode; replacing the file by rename, as every
+  editor and the pack's upload do, leaves the container on the old one), a directory bind shows
+  the directory's current files.
+* ``exec`` on an nginx image simulates ``nginx [-c FILE] -t [-q]`` and ``nginx [-c FILE] -s
+  reload``: the configuration is read through the container's mounts (so a reload through a
+  single-file bind reads the old file), must exist and have balanced braces, and the loaded
+  configuration's sha256 is logged and kept in the container's state (``nginx_config``).
 * ``exec`` simulates ``pg_isready``, ``nodetool status|cleanup|decommission`` and
   ``/opt/docker/bin/cli create-user|admin-grant --login NAME`` (a second create of a login
   fails with "already exists"); anything else exits 127.
@@ -67,6 +75,11 @@ import urllib.request
 import uuid
 
 import yaml
+
+try:
+    from . import coturn_standin
+except ImportError:     # run as a script on a host: the modules are beside it
+    import coturn_standin  # pylint: disable=import-error
 
 STATE_DIR = os.environ.get("FAKE_DOCKER_STATE", "/var/lib/dialog/fake-docker")
 LOG_DIR = os.environ.get("FAKE_DOCKER_LOGS", "/var/log/dialog/fake-docker")
@@ -607,6 +620,10 @@ def start_container(project, service, state):
             "ready": _path("containers", name + ".ready"),
             "cassandra": cassandra_settings(project, service, svc) if svc["cassandra"] else None,
             "volumes": svc["raw"].get("volumes") or []}
+    # nginx reads its configuration before it listens: one it cannot read fails the start.
+    binds = snapshot_binds(name, svc)
+    loaded = nginx_load(dict(record, binds=binds), nginx_conf_path(svc["command"] or [])) \
+        if is_nginx(record) else None
     spec_path = _path("containers", name + ".json")
     write_json(spec_path, spec)
     with contextlib.suppress(OSError):
@@ -633,7 +650,8 @@ def start_container(project, service, state):
                           "connectivity on endpoint %s (%s): %s"
                           % (name, record["id"][:12], ready["error"]))
     record.update(pid=child.pid, started=time.time(),
-                  ports=ready["ports"] + [p for p in svc["ports"] if not p["served"]])
+                  ports=ready["ports"] + [p for p in svc["ports"] if not p["served"]],
+                  binds=binds, nginx_config=loaded)
     write_data_marks(svc)
     state["containers"][name] = record
     # Not waited for: once this CLI exits, the container is re-parented (to the host's init).
@@ -641,6 +659,97 @@ def start_container(project, service, state):
 
 
 DATA_ROOT = "/var/lib/dialog/"
+
+
+def snapshot_binds(name, svc):
+    """[{"target", "source", "file"}] of the service's bind mounts. A single-file bind gets a
+    copy of the file as it is now ("file"), which the container keeps seeing: Docker binds the
+    inode the source resolves to at start (docs.docker.com/engine/storage/bind-mounts), so a
+    file replaced by rename afterwards stays invisible to the container."""
+    binds = []
+    for index, entry in enumerate(svc["raw"].get("volumes") or []):
+        parts = entry.split(":") if isinstance(entry, str) else []
+        if len(parts) < 2 or not parts[0].startswith("/"):
+            continue
+        bind = {"target": parts[1].rstrip("/") or "/", "source": parts[0], "file": None}
+        if os.path.isfile(parts[0]):
+            bind["file"] = _path("containers", "%s.bind%d" % (name, index))
+            with contextlib.suppress(OSError):
+                with open(parts[0], "rb") as src, open(bind["file"], "wb") as dst:
+                    dst.write(src.read())
+        binds.append(bind)
+    return binds
+
+
+def container_file(record, path):
+    """The host file a container path reads through the container's bind mounts, or None."""
+    for bind in sorted(record.get("binds") or [], key=lambda b: -len(b["target"])):
+        if path == bind["target"]:
+            return bind["file"] or (bind["source"] if os.path.isfile(bind["source"]) else None)
+        if path.startswith(bind["target"] + "/") and not bind["file"]:
+            found = os.path.join(bind["source"], path[len(bind["target"]) + 1:])
+            return found if os.path.isfile(found) else None
+    return None
+
+
+NGINX_DEFAULT_CONF = "/etc/nginx/nginx.conf"
+
+
+def is_nginx(record):
+    return "nginx" in record["image"].split("@")[0].rsplit("/", 1)[-1].split(":")[0]
+
+
+def nginx_conf_path(argv):
+    argv = list(argv if isinstance(argv, list) else str(argv).split())
+    return argv[argv.index("-c") + 1] if "-c" in argv[:-1] else NGINX_DEFAULT_CONF
+
+
+def nginx_load(record, conf):
+    """sha256 of the configuration nginx reads at `conf` in the container; DockerError in
+    nginx's words when it cannot. The image's own default config counts as present."""
+    source = container_file(record, conf)
+    if source is None:
+        if conf == NGINX_DEFAULT_CONF:
+            return "image-default"
+        raise DockerError('nginx: [emerg] open() "%s" failed (2: No such file or directory)'
+                          % conf)
+    with open(source, "rb") as handle:
+        data = handle.read()
+    text = re.sub(r"#[^\n]*", "", data.decode("utf-8", "replace"))
+    if not text.strip() or text.count("{") != text.count("}"):
+        raise DockerError('nginx: [emerg] unexpected end of file, expecting "}" in %s' % conf)
+    return hashlib.sha256(data).hexdigest()
+
+
+def nginx_exec(record, args):
+    """`nginx [-c FILE] -t [-q]` and `nginx [-c FILE] -s reload` in a running container."""
+    conf = nginx_conf_path(args)
+    signal_name = args[args.index("-s") + 1] if "-s" in args[:-1] else None
+    if "-t" not in args and signal_name != "reload":
+        sys.stderr.write("nginx: the sandbox's fake docker simulates only -t and -s reload\n")
+        return 1
+    try:
+        loaded = nginx_load(record, conf)
+    except DockerError as exc:
+        sys.stderr.write("%s\n" % exc)
+        if "-t" in args:
+            sys.stderr.write("nginx: configuration file %s test failed\n" % conf)
+        return 1
+    if "-t" in args:
+        if "-q" not in args:
+            sys.stderr.write("nginx: the configuration file %s syntax is ok\n"
+                             "nginx: configuration file %s test is successful\n" % (conf, conf))
+        return 0
+    with locked_state() as state:
+        current = state["containers"].get(record["name"])
+        if current:
+            current["nginx_config"] = loaded
+            current["reloads"] = int(current.get("reloads") or 0) + 1
+    with contextlib.suppress(OSError), open(os.path.join(LOG_DIR, record["name"] + ".log"),
+                                            "a", encoding="utf-8") as log:
+        log.write("%s nginx: reloaded %s (sha256 %s)\n"
+                  % (time.strftime("%Y-%m-%dT%H:%M:%S"), conf, loaded))
+    return 0
 
 
 def write_data_marks(svc):
@@ -876,15 +985,32 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
-def _udp_loop(sock):
+def _udp_loop(sock, handler=stun_response):
     while True:
         try:
             data, addr = sock.recvfrom(65536)
         except OSError:
             return
-        answer = stun_response(data, addr)
+        answer = handler(data, addr)
         if answer:
             sock.sendto(answer, addr)
+
+
+def coturn_handler(spec):
+    """A coturn service's UDP answers (sandbox.coturn_standin: TURN with the peer filter of the
+    mounted turnserver.conf); None (STUN Binding only) for any other service, or a coturn
+    without a mounted turnserver.conf (the image's own default file)."""
+    sources = [v.split(":")[0] for v in spec.get("volumes") or []
+               if isinstance(v, str) and v.split(":")[1:2] and
+               v.split(":")[1].endswith("turnserver.conf")]
+    if "coturn" not in spec["image"] or not sources:
+        return None
+    with open(sources[0], encoding="utf-8") as handle:
+        conf = coturn_standin.parse_config(handle.read())
+    server = coturn_standin.TurnServer(conf, coturn_standin.relay_address(conf, "0.0.0.0"))
+    _log("coturn stand-in: %d denied-peer-ip, %d allowed-peer-ip ranges"
+         % (len(conf["denied"]), len(conf["allowed"])))
+    return server.handle
 
 
 # Dialog's server keeps its Akka journal and snapshots in Cassandra through
@@ -930,6 +1056,13 @@ def serve_container(spec_path):
     _log("fake container %s (service %s, image %s): a sandbox stand-in, not the image"
          % (spec["name"], spec["service"], spec["image"]))
     ring = Ring(spec["cassandra"]) if spec["cassandra"] else None
+    try:
+        turn = coturn_handler(spec)
+    except (coturn_standin.ConfigError, OSError) as exc:
+        message = "coturn: turnserver.conf: %s" % exc
+        _log(message)
+        write_json(spec["ready"], {"error": message})
+        return 1
     if "dialog-server" in spec["image"]:
         threading.Thread(target=create_journal_keyspaces, args=(spec, stop),
                          daemon=True).start()
@@ -969,7 +1102,8 @@ def serve_container(spec_path):
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     for sock in udp_socks:
-        threading.Thread(target=_udp_loop, args=(sock,), daemon=True).start()
+        threading.Thread(target=_udp_loop, args=(sock, turn or stun_response),
+                         daemon=True).start()
     if ring is not None:
         threading.Thread(target=ring.gossip_forever, args=(stop,), daemon=True).start()
         _log("cassandra: node %s, seeds %s, cluster %r, %s" % (
@@ -1443,6 +1577,8 @@ def compose_exec(opts, args):
     if not record or not container_running(record):
         raise DockerError('service "%s" is not running' % service)
     values = dict(zip(args, args[1:]))  # option -> the argument after it
+    if os.path.basename(program) == "nginx" and is_nginx(record):
+        return nginx_exec(record, args)
     if os.path.basename(program) == "pg_isready":
         if "-q" not in args:
             print("%s:%s - accepting connections" % (values.get("-h", "/var/run/postgresql"),
@@ -1458,7 +1594,8 @@ def compose_exec(opts, args):
         return dialog_cli(project, args[0] if args else None, values.get("--login"))
     sys.stderr.write(
         "OCI runtime exec failed: exec failed: unable to start container process: exec: \"%s\": "
-        "not simulated by the sandbox's fake docker (it simulates pg_isready, nodetool "
+        "not simulated by the sandbox's fake docker (it simulates nginx -t|-s reload, "
+        "pg_isready, nodetool "
         "status|cleanup|decommission, /opt/docker/bin/cli create-user|admin-grant)\n" % program)
     return 127
 
@@ -1752,6 +1889,9 @@ def package_files(python=None, config=None):
     python = os.path.abspath(python or sys.executable)
     with open(os.path.abspath(__file__), "rb") as source:
         files = {"fake_docker.py": (source.read(), 0o644)}
+    for module in (coturn_standin.__file__, coturn_standin.stun.__file__):
+        with open(module, "rb") as source:
+            files[os.path.basename(module)] = (source.read(), 0o644)
     files["docker"] = (("#!/bin/sh\n# Sandbox stand-in for Docker (devtools/sandbox/"
                         "fake_docker.py).\nexec '%s' \"$(dirname \"$0\")/fake_docker.py\" "
                         "\"$@\"\n" % python.replace("'", "'\\''")).encode(), 0o755)
