@@ -1,6 +1,7 @@
 from dialog_action import DialogAction, reports_errors
 from lib.cloud.preflight import PreflightFailed, preflight, render
 from lib.providers.base import summarize
+from lib.removal_guard import check_removals
 from lib.tables import render_changes, render_hosts
 
 
@@ -10,7 +11,8 @@ class ProvisionAction(DialogAction):
     @reports_errors
     def run(self, tier, provider=None, region=None, deployment="dialog", with_storage=False,
             cassandra_nodes=None, storage_nodes=None, dialog_servers=None,
-            droplet_class="standard", admin_networks=None, profile=None, dry_run=False):
+            droplet_class="standard", admin_networks=None, profile=None, dry_run=False,
+            remove_hosts=[]):  # pylint: disable=W0102  # the metadata's default, never mutated
         settings, plan = self.plan(profile, tier, provider=provider, region=region,
                                    admin_networks=admin_networks, deployment=deployment,
                                    with_storage=with_storage, cassandra_nodes=cassandra_nodes,
@@ -23,6 +25,15 @@ class ProvisionAction(DialogAction):
         print()
         if not report["ok"]:
             raise PreflightFailed(report)
+        if plan["provider"] != "static":
+            # Static hosts are the operator's: that driver deletes nothing. Elsewhere a host
+            # the plan drops is deleted with its disks, so a stateful one must be allowed
+            # (lib.removal_guard); the driver checks plan["remove_hosts"] again before it
+            # deletes. A dry run shows the refusal too.
+            removal = check_removals(plan, driver.inventory(plan["deployment"]),
+                                     self.record(plan["deployment"]),
+                                     remove_hosts=remove_hosts)
+            plan["remove_hosts"] = removal["remove_hosts"]
         changes = driver.reconcile(plan, dry_run=dry_run)
         hosts = driver.inventory(plan["deployment"])
         if not dry_run:

@@ -7,13 +7,14 @@ that state lacks. A run that died half-way is finished by the next one; nothing 
 
 import contextlib
 import hashlib
+import time
 
 import boto3
 import botocore.loaders
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
-                                 EndpointConnectionError, NoCredentialsError,
+                                 EndpointConnectionError, HTTPClientError, NoCredentialsError,
                                  PartialCredentialsError, WaiterError)
 
 from lib.catalog import default_catalog
@@ -229,6 +230,7 @@ class Driver(base.Driver):
         self.client_hook = client_hook
         self.catalog = catalog or default_catalog()
         self._ec2 = None
+        self._ec2_once = None
         self._clients = {}
         self.kept = []      # what the last destroy left in place on purpose (the files bucket)
         self._where = "profile %r (aws, %s)" % (str(profile.get("name") or "default"), region)
@@ -241,6 +243,15 @@ class Driver(base.Driver):
             with self._errors():
                 self._ec2 = self._client(self._session(), "ec2")
         return self._ec2
+
+    @property
+    def ec2_once(self):
+        """EC2 without botocore's retries, for the creates that take no ClientToken (see
+        _create_once): a retry after a lost response would make a second resource."""
+        if self._ec2_once is None:
+            with self._errors():
+                self._ec2_once = self._client(self._session(), "ec2", retry=False)
+        return self._ec2_once
 
     def _other_client(self, service):
         if service not in self._clients:
@@ -264,10 +275,13 @@ class Driver(base.Driver):
                             aws_secret_access_key=creds["SecretAccessKey"],
                             aws_session_token=creds["SessionToken"])
 
-    def _client(self, session, service):
+    def _client(self, session, service, retry=True):
+        # botocore's retries "max_attempts" counts the retries; total_max_attempts 1: none.
+        retries = {"mode": "standard", "max_attempts": self.max_attempts} if retry else \
+            {"mode": "standard", "total_max_attempts": 1}
         config = Config(region_name=self.region, connect_timeout=self.CONNECT_TIMEOUT,
                         read_timeout=self.READ_TIMEOUT, user_agent_extra=SESSION_NAME,
-                        retries={"mode": "standard", "max_attempts": self.max_attempts})
+                        retries=retries)
         # endpoint_url=None leaves boto3's own AWS_ENDPOINT_URL* variables in charge.
         client = session.client(service, region_name=self.region, config=config,
                                 endpoint_url=self.profile.get("endpoint_url") or None)
@@ -520,9 +534,11 @@ class Driver(base.Driver):
             if not dry_run:
                 self.progress("creating the network for %s" % deployment)
                 with self._errors("a VPC for %s" % deployment):
-                    state.vpc = self.ec2.create_vpc(
-                        CidrBlock=VPC_CIDR, TagSpecifications=self._tagged(
-                            deployment, "vpc", deployment))["Vpc"]
+                    state.vpc = self._create_once(
+                        "VPC %s" % deployment,
+                        lambda: self._find_tagged("describe_vpcs", "Vpcs", deployment),
+                        lambda ec2: ec2.create_vpc(CidrBlock=VPC_CIDR, TagSpecifications=(
+                            self._tagged(deployment, "vpc", deployment)))["Vpc"])
                 state.vpc_id = state.vpc["VpcId"]
         sides = [(PUBLIC, SUBNET_CIDR)]
         if self._needs_nat(plan):
@@ -560,7 +576,11 @@ class Driver(base.Driver):
             self._zone_for({h["size"] for h in plan["hosts"]})
         if zone:
             params["AvailabilityZone"] = zone
-        state.subnets[side] = self.ec2.create_subnet(**params)["Subnet"]
+        state.subnets[side] = self._create_once(
+            "subnet %s" % self._net_name(state, side),
+            lambda: self._find_tagged("describe_subnets", "Subnets", state.deployment,
+                                      ("vpc-id", state.vpc_id), ("tag:" + TAG_NET, side)),
+            lambda ec2: ec2.create_subnet(**params)["Subnet"])
 
     def _zone_for(self, sizes):
         """The first zone that offers every instance type of the plan (not all zones do)."""
@@ -579,8 +599,12 @@ class Driver(base.Driver):
             changes.append(change("create", "internet-gateway", state.deployment))
             if dry_run:
                 return
-            state.gateway = self.ec2.create_internet_gateway(TagSpecifications=self._tagged(
-                state.deployment, "internet-gateway", state.deployment))["InternetGateway"]
+            state.gateway = self._create_once(
+                "internet gateway %s" % state.deployment,
+                lambda: self._find_tagged("describe_internet_gateways", "InternetGateways",
+                                          state.deployment),
+                lambda ec2: ec2.create_internet_gateway(TagSpecifications=self._tagged(
+                    state.deployment, "internet-gateway", state.deployment))["InternetGateway"])
         attached = [a["VpcId"] for a in state.gateway.get("Attachments") or []]
         if state.vpc_id not in attached:
             if not created:
@@ -604,9 +628,18 @@ class Driver(base.Driver):
             changes.append(change("create", "route-table", name))
             if dry_run:
                 return
-            table = state.route_tables[side] = self.ec2.create_route_table(
-                VpcId=state.vpc_id, TagSpecifications=self._tagged(
-                    state.deployment, "route-table", name, **{TAG_NET: side}))["RouteTable"]
+            # CreateRouteTable takes a ClientToken: the same one for this VPC and side, so a
+            # repeat that reaches EC2 returns the table the first one made.
+            table = state.route_tables[side] = self._create_once(
+                "route table %s" % name,
+                lambda: self._find_tagged("describe_route_tables", "RouteTables",
+                                          state.deployment, ("vpc-id", state.vpc_id),
+                                          ("tag:" + TAG_NET, side)),
+                lambda ec2: ec2.create_route_table(
+                    VpcId=state.vpc_id, ClientToken=_token("%s|%s|%s" % (
+                        state.deployment, state.vpc_id, side), 0),
+                    TagSpecifications=self._tagged(state.deployment, "route-table", name,
+                                                   **{TAG_NET: side}))["RouteTable"])
         table_id = table["RouteTableId"]
         key, target = self._default_target(state, side)
         route = default_route(table)
@@ -644,9 +677,13 @@ class Driver(base.Driver):
                 self.progress("creating NAT gateway %s" % name)
                 if address is None:
                     with self._errors("an Elastic IP address for NAT gateway %s" % name):
-                        address = self.ec2.allocate_address(
-                            Domain="vpc", TagSpecifications=self._tagged(
-                                state.deployment, "elastic-ip", name, **{TAG_NAT: name}))
+                        address = self._create_once(
+                            "Elastic IP %s" % name,
+                            lambda: self._find_tagged("describe_addresses", "Addresses",
+                                                      state.deployment, ("tag:" + TAG_NAT, name)),
+                            lambda ec2: ec2.allocate_address(
+                                Domain="vpc", TagSpecifications=self._tagged(
+                                    state.deployment, "elastic-ip", name, **{TAG_NAT: name})))
                     state.nat_addresses.append(address)
                 subnet_id = state.subnet_id(PUBLIC)
                 with self._errors("NAT gateway %s" % name):
@@ -797,6 +834,46 @@ class Driver(base.Driver):
                 except ClientError as again:
                     if _code(again) != "InvalidPermission.Duplicate":
                         raise
+
+    LOST = (HTTPClientError, BotoConnectionError)
+
+    def _create_once(self, what, find, create):
+        """create(ec2_once)'s result, made once even when a response is lost.
+
+        CreateVpc, CreateSubnet, CreateInternetGateway and AllocateAddress take no ClientToken,
+        and EC2 may have carried out a request whose answer never arrived (a read timeout, a
+        dropped connection): botocore's own retry would then make a second one. So these go
+        through a client that does not retry, and after a lost answer find() looks for the
+        resource by its tags (it is tagged in the call that creates it) before asking again.
+        Throttling is waited out here, as botocore would: a throttled request was not applied.
+        """
+        last = None
+        for attempt in range(self.max_attempts):
+            try:
+                return create(self.ec2_once)
+            except ClientError as exc:
+                if _code(exc) not in THROTTLE_CODES:
+                    raise
+                last = exc
+            except EndpointConnectionError as exc:
+                last = exc      # never reached EC2: nothing was made
+            except self.LOST as exc:
+                last = exc
+                for look in range(3):   # EC2 is eventually consistent: a new id may lag
+                    found = find()
+                    if found:
+                        self.progress("%s: the answer was lost, found it by its tags" % what)
+                        return found
+                    if look < 2:
+                        time.sleep(self.wait_delay)
+            time.sleep(min(20.0, self.wait_delay * 2 ** attempt))
+        raise last
+
+    def _find_tagged(self, operation, key, deployment, *extra):
+        """The oldest resource of the deployment that the filters (name, value) match."""
+        filters = self._ours(deployment, *[{"Name": n, "Values": [v]} for n, v in extra])
+        found = self._describe(operation, key, Filters=filters)
+        return found[0] if found else None
 
     def _fresh(self, call, **params):
         """Call right after creating a resource; EC2 may not know the new id yet."""
@@ -1096,8 +1173,12 @@ class Driver(base.Driver):
         extra = ({TAG_FLOATING: key[1]} if key[0] == "floating"
                  else {TAG_HOST: key[1], TAG_SLOT: key[2]})
         with self._errors("an Elastic IP address for %s" % label):
-            return self.ec2.allocate_address(Domain="vpc", TagSpecifications=self._tagged(
-                state.deployment, "elastic-ip", label, **extra))
+            return self._create_once(
+                "Elastic IP %s" % label,
+                lambda: self._find_tagged("describe_addresses", "Addresses", state.deployment,
+                                          *[("tag:" + k, v) for k, v in extra.items()]),
+                lambda ec2: ec2.allocate_address(Domain="vpc", TagSpecifications=self._tagged(
+                    state.deployment, "elastic-ip", label, **extra)))
 
     def _associate(self, address, instance, host, used):
         if instance is None:

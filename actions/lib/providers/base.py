@@ -8,6 +8,8 @@ A second run on an unchanged provider makes no mutating call and reports no chan
 
 import time
 
+from lib.removal_guard import refuse_unallowed_deletions
+
 # Tags every resource carries (AWS tag keys; DigitalOcean tag names are built from them).
 TAG_DEPLOYMENT = "dialog:deployment"
 TAG_GROUP = "dialog:group"
@@ -48,6 +50,13 @@ class CallLog:
 def change(action, kind, name, detail=""):
     """One line of a change set: action is create, update or delete."""
     return {"action": action, "kind": kind, "name": name, "detail": detail}
+
+
+def check_deletions(plan, doomed):
+    """Called by a driver before it deletes any host: doomed is [(name, roles)]. A stateful
+    host (lib.removal_guard) that plan["remove_hosts"] does not name stops the reconcile before
+    anything is deleted; dialog.provision fills remove_hosts once its own check passed."""
+    refuse_unallowed_deletions(plan, doomed)
 
 
 def summarize(changes):
