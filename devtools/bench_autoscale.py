@@ -6,11 +6,14 @@
 1. A two-hour load trace replayed on a simulated clock through the sensor's decision code
    (lib.autoscale.evaluate, with the default policy and a 30 s poll): the dialog servers' CPU
    oscillates +-15% around the scale-out threshold with periods drifting between 2 and 10
-   minutes, with 10% noise, and a 5x spike at minute 70. A scale event takes effect 5 minutes
-   after it is requested (hosts boot and join). Printed: the scale actions, direction reversals
-   within 600 s (target 0), and for each scale-out the delay from the start of the sustained
-   breach to the trigger (target: at most the smoothing window, breach_polls x poll, plus one
-   poll interval).
+   minutes, with 10% noise, and a 5x spike at minute 70. A scale event completes 5 minutes
+   after it is requested (hosts boot and join): the record then shows the new count and
+   dialog.scale's completion (last_scaled), which the cooldowns count from. Printed: the scale
+   actions, direction reversals within 600 s (target 0), and for each scale-out the delay from
+   the start of the sustained breach to the trigger (target: at most the smoothing window,
+   breach_polls x poll, plus one poll interval). Then the same trace with no request ever
+   answered (the record stays at 3, as with a disabled rule or a failing scale): the requests
+   made (target: 1, the reask_interval is longer than the trace).
 2. The HostMetricsSensor's poll against a Prometheus stand-in (a separate process on 127.0.0.1
    answering the pack's queries with canned series for `hosts` hosts): queries per poll
    (target: one per metric) and the sensor's CPU time per poll (target: under 50 ms).
@@ -51,15 +54,18 @@ def demand(t, rng_noise):
     return load * (1 + rng_noise)
 
 
-def replay(seed):
+def replay(seed, answered=True):
     rng = random.Random(seed)
     policy = autoscale.policy_from({})
     threshold = policy["roles"]["dialog-server"]["target"] * (1 + policy["tolerance"])
-    state, servers, pending = {}, 3, []
+    state, servers, pending, last_scaled = {}, 3, [], {}
     events, above_since = [], None
     for second in range(0, HOURS * 3600 + 1):
         for when, count in list(pending):
             if second >= when:
+                last_scaled["dialog-server"] = {
+                    "direction": "out" if count > servers else "in", "from": servers,
+                    "to": count, "completed_at": float(when)}
                 servers = count
                 pending.remove((when, count))
         cpu = min(1.0, demand(second, rng.gauss(0, 0.1 / 3)) / servers)
@@ -73,19 +79,21 @@ def replay(seed):
                    "disk": {"cassandra": {"c1": 0.3}}}
         findings = autoscale.evaluate(policy, "bench", "small-failover",
                                       {"dialog-server": servers, "cassandra": 3}, metrics,
-                                      float(second), state)
+                                      float(second), state, last_scaled=last_scaled)
         for kind, payload in findings:
             if kind != "scale_requested" or payload["role"] != "dialog-server":
                 continue
             delay = second - above_since if payload["direction"] == "out" and \
                 above_since is not None else None
-            # A breach that began within the cooldown of the previous event waits for the
-            # cooldown by design; it is reported apart from the smoothing delay.
-            held = bool(events) and delay is not None and \
-                above_since < events[-1][0] + policy["cooldown_out"]
+            # A breach that began within the cooldown of the last completed operation waits
+            # for the cooldown by design; it is reported apart from the smoothing delay.
+            done = last_scaled.get("dialog-server")
+            held = bool(done) and delay is not None and \
+                above_since < done["completed_at"] + policy["cooldown_out"]
             events.append((second, payload["direction"], payload["current"], payload["desired"],
                            delay, cpu, held))
-            pending.append((second + EFFECT_DELAY, payload["desired"]))
+            if answered:
+                pending.append((second + EFFECT_DELAY, payload["desired"]))
     reversals = sum(1 for a, b in zip(events, events[1:]) if a[1] != b[1] and b[0] - a[0] < 600)
     return policy, events, reversals
 
@@ -181,13 +189,17 @@ def main(argv):
               len(events), reversals, max(delays) if delays else "-", limit,
               "; %d breach(es) began in a cooldown and waited for it (max %d s)"
               % (len(held), max(held)) if held else ""))
+    _, unanswered, _ = replay(seed, answered=False)
+    print("the same trace, no request answered (the record stays at 3): %d request(s) over %d "
+          "h (target 1; asked again only after reask_interval, %d s)\n"
+          % (len(unanswered), HOURS, policy["reask_interval"]))
     queries, metrics, cpu_median, cpu_max, wall = sensor_cost(hosts)
     print("2. HostMetricsSensor.poll() for %d hosts: %.1f queries per poll for %d metrics "
           "(target: one per metric), CPU %.1f ms median / %.1f ms max (target < 50 ms), wall "
           "%.1f ms median" % (hosts, queries, metrics, cpu_median * 1000, cpu_max * 1000,
                               wall * 1000))
     ok = reversals == 0 and all(d <= limit for d in delays) and queries == metrics \
-        and cpu_median < 0.05
+        and cpu_median < 0.05 and len(unanswered) == 1
     return 0 if ok else 1
 
 

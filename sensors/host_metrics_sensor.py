@@ -20,10 +20,11 @@ if _ACTIONS not in sys.path:
 from lib import autoscale  # noqa: E402
 from lib.deployment_record import load_record  # noqa: E402
 from lib.errors import DialogError  # noqa: E402
+from lib.operation_lock import lock_key  # noqa: E402
 from lib.prometheus import PrometheusSource  # noqa: E402
 
 PACK = "dialog"
-STATE_KEY = "autoscaling.%s.state"  # local to this sensor class: cooldowns, last decisions
+STATE_KEY = "autoscaling.%s.state"  # local to this sensor class: streaks, pending requests
 
 
 class HostMetricsSensor(PollingSensor):
@@ -68,10 +69,16 @@ class HostMetricsSensor(PollingSensor):
         record = load_record(self.sensor_service, deployment) or {}
         try:
             metrics = self._source(watch).fetch()
-            if not any(metrics.get(name) for name in ("cpu", "disk")):
+            if not isinstance(metrics, dict) or \
+                    not any(metrics.get(name) for name in ("cpu", "disk")):
                 raise DialogError("prometheus at %s returned no host metrics"
                                   % watch["prometheus_url"])
-        except DialogError as exc:
+        except Exception as exc:  # pylint: disable=broad-except
+            # The client turns every answer it cannot use into a ProviderError; anything else
+            # is a bug of ours, and still means "no metrics", not a failed poll.
+            if not isinstance(exc, DialogError):
+                self._logger.exception("autoscaling %s: reading metrics", deployment)
+                exc = "%s from the metrics client: %s" % (exc.__class__.__name__, exc)
             autoscale.forget_streaks(state)
             if autoscale.unavailable_due(state, now, self._policy):
                 self._dispatch("dialog.metrics_unavailable", {
@@ -85,11 +92,16 @@ class HostMetricsSensor(PollingSensor):
             self._logger.warning("autoscaling %s: no tier known (deploy it with dialog.deploy "
                                  "or set the watch's tier)", deployment)
             return
+        # While deploy, scale or destroy holds the deployment's lock, hosts come and go.
+        busy = bool(self.sensor_service.get_value(lock_key(deployment), local=False))
         findings = autoscale.evaluate(self._policy, deployment, tier, record.get("groups"),
-                                      metrics, now, state, bool(record.get("with_storage")))
+                                      metrics, now, state, bool(record.get("with_storage")),
+                                      last_scaled=record.get("last_scaled"), busy=busy)
+        # Remembered before dispatched: a sensor that dies in between loses one request (asked
+        # again after reask_interval) rather than announcing it twice.
+        self._save_state(deployment, state)
         for kind, payload in findings:
             self._dispatch("dialog." + kind, payload, deployment, now)
-        self._save_state(deployment, state)
 
     def _dispatch(self, trigger, payload, deployment, now):
         tag = "dialog-autoscale-%s-%s-%d" % (deployment, payload.get("role", trigger.split(".")[1]),

@@ -141,9 +141,10 @@ def test_scale_in_rules_ship_disabled_scale_out_rules_enabled():
     assert state["scale_out_dialog_server"] is True and state["scale_out_cassandra"] is True
 
 
-def payload(role="dialog-server", direction="out", current=3, desired=5):
+def payload(role="dialog-server", direction="out", current=3, desired=5, repeat=0):
     return {"deployment": "chat", "role": role, "direction": direction, "current": current,
             "desired": desired, "reason": "mean cpu 90% above the 70% target for 3 polls",
+            "repeat": repeat, "reask_after": 21600,
             "metrics": {"metric": "cpu", "aggregate": "mean", "value": 0.9, "target": 0.7,
                         "instances": {"10.0.0.1:9100": 0.9}}}
 
@@ -163,6 +164,18 @@ def test_a_scale_in_request_is_announced_but_not_acted_on_while_its_rule_is_disa
     actions = rules_engine.enforce("dialog.scale_requested",
                                    payload("cassandra", "in", 4, 3), schemas_of, enabled)
     assert [ref for _, ref, _ in actions] == ["dialog.announce"]
+    [(_, _, params)] = actions
+    assert "scale-in rules ship disabled" in params["message"]
+    assert "st2 rule enable dialog.scale_in_cassandra" in params["message"]
+
+
+def test_a_repeated_request_is_acted_on_but_not_announced_again():
+    enabled = rules_engine.load_rules()
+    first = rules_engine.enforce("dialog.scale_requested", payload(), schemas_of, enabled)
+    again = rules_engine.enforce("dialog.scale_requested", payload(repeat=1), schemas_of,
+                                 enabled)
+    assert sorted(ref for _, ref, _ in first) == ["dialog.announce", "dialog.scale"]
+    assert [ref for _, ref, _ in again] == ["dialog.scale"]
 
 
 def test_scale_finish_and_capacity_announcements_render():

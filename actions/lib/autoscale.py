@@ -7,11 +7,15 @@ simulated clock through the same code. Modelled on Kubernetes' horizontal autosc
 * scale-out when the role's utilisation exceeds target x (1 + tolerance) for `breach_polls`
   consecutive polls (one spike is not a trend);
 * scale-in only when, for `scale_in_window` seconds without a break, the utilisation projected
-  onto the smaller count stays at most 0.9 x target (dialog servers: u x n / (n - 2)), so the
-  removal does not itself cause a scale-out;
-* after a scale event of a role, no scale-out for `cooldown_out` seconds and no scale-in for
+  onto the smaller count, u x n / (n - step), stays at most 0.9 x target, so the removal does
+  not itself cause a scale-out;
+* after a role's size changed, no scale-out for `cooldown_out` seconds and no scale-in for
   `cooldown_in` seconds (longer: a fresh node takes time to take load, and direction reversals
-  are what an operator hates most);
+  are what an operator hates most). The clock starts when the change completed (dialog.scale
+  records it in the deployment's record, `last_scaled`), or when a poll first saw the record's
+  count change: a request nobody acted on delays nothing;
+* a request is asked once: while the record still shows the count it was asked from, the same
+  request is not dispatched again until `reask_interval` has passed (then marked as a repeat);
 * a missing or failed metrics source makes no decision at all, and is reported at most once per
   `unavailable_interval` seconds.
 """
@@ -29,6 +33,9 @@ DEFAULTS = {
     "cooldown_in": 900,
     "unavailable_interval": 900,
     "capacity_interval": 3600,
+    # Long: a request still unanswered after this is most likely one no enabled rule acts on
+    # (scale-in rules ship disabled) or whose operation failed and was announced as failed.
+    "reask_interval": 21600,
 }
 # What drives each role: the metric, its target and how the hosts' values combine. How many
 # hosts a step adds is the tier's (the catalog's count step: dialog servers 2, Cassandra 1).
@@ -60,22 +67,47 @@ def aggregate(values, how):
 
 
 def _role_state(state, role):
-    return state.setdefault("roles", {}).setdefault(role, {
-        "breaches": 0, "calm_since": None, "last_event": None, "last_direction": None})
+    memory = state.setdefault("roles", {}).setdefault(role, {})
+    # Versions before completion-based cooldowns kept the time of the last *request*.
+    memory.pop("last_event", None)
+    memory.pop("last_direction", None)
+    for name, value in (("breaches", 0), ("calm_since", None), ("pending", None),
+                        ("seen_count", None), ("changed_at", None)):
+        memory.setdefault(name, value)
+    return memory
 
 
 def _allowed(count_spec, value):
     return value >= 1 and count_is_allowed(count_spec, value)
 
 
-def decide(policy, role, samples, current, count_spec, now, state):
+def _observe_record(memory, current, completed, now):
+    """Follow the record: when its count moved, and whether the pending request is answered
+    (the count it was asked from changed, or dialog.scale recorded a completion since)."""
+    if memory["seen_count"] is not None and memory["seen_count"] != current:
+        memory["changed_at"] = now
+    memory["seen_count"] = current
+    pending = memory["pending"]
+    finished = (completed or {}).get("completed_at")
+    if pending and (pending["current"] != current or
+                    (finished is not None and finished >= pending["requested_at"])):
+        memory["pending"] = None
+    changes = [t for t in (finished, memory["changed_at"]) if t is not None]
+    return max(changes) if changes else None
+
+
+def decide(policy, role, samples, current, count_spec, now, state, completed=None):
     """One poll's decision for one role; mutates `state` (the role's memory) and returns None
-    or {"role", "direction", "current", "desired", "reason", "metrics"}.
+    or {"role", "direction", "current", "desired", "reason", "metrics", "repeat",
+    "reask_after"}.
 
     samples: {instance: value} of the role's driving metric this poll (fractions 0..1);
-    count_spec: the tier's count rule for the role's server group (catalog `count`)."""
+    count_spec: the tier's count rule for the role's server group (catalog `count`);
+    completed: the record's last_scaled entry of the role ({"direction", "from", "to",
+    "completed_at"}) or None."""
     rule = policy["roles"][role]
     memory = _role_state(state, role)
+    last = _observe_record(memory, current, completed, now)
     value = aggregate(samples.values(), rule["aggregate"])
     if value is None or current < 1:
         memory["breaches"], memory["calm_since"] = 0, None
@@ -83,12 +115,12 @@ def decide(policy, role, samples, current, count_spec, now, state):
     target, step = rule["target"], count_spec.get("step") or 1
     metrics = {"metric": rule["metric"], "aggregate": rule["aggregate"], "value": round(value, 4),
                "target": target, "instances": {k: round(v, 4) for k, v in samples.items()}}
-    last = memory["last_event"]
-    # The utilisation after a scale-in. A mean is a share of the role's capacity and rises as
-    # hosts leave; a maximum (one full disk) does not drop when a node leaves, so it stays.
+    # The utilisation after a scale-in. A mean is a share of the role's capacity; a maximum is
+    # Cassandra's fullest disk, and the survivors take over the leavers' data, so each then
+    # holds n / (n - step) times as much: both rise by the same factor.
     projected = None
     if current > step:
-        projected = value if rule["aggregate"] == "max" else value * current / (current - step)
+        projected = value * current / (current - step)
 
     if value > target * (1 + policy["tolerance"]):
         memory["breaches"] += 1
@@ -121,9 +153,18 @@ def decide(policy, role, samples, current, count_spec, now, state):
                                        now - memory["calm_since"]))
     if desired is None:
         return None
-    memory.update(last_event=now, last_direction=direction, breaches=0, calm_since=None)
+    pending = memory["pending"]
+    repeat = 0
+    if pending and (pending["direction"], pending["desired"]) == (direction, desired):
+        if now - pending["requested_at"] < policy["reask_interval"]:
+            return None  # asked already, and the record does not show an answer yet
+        repeat = pending.get("repeat", 0) + 1
+    memory.update(breaches=0, calm_since=None, pending={
+        "direction": direction, "current": current, "desired": desired, "requested_at": now,
+        "repeat": repeat})
     return {"role": role, "direction": direction, "current": current, "desired": desired,
-            "reason": reason, "metrics": metrics}
+            "reason": reason, "metrics": metrics, "repeat": repeat,
+            "reask_after": int(policy["reask_interval"])}
 
 
 def capacity_check(tier, active_users, now, state, policy, catalog=None):
@@ -161,10 +202,12 @@ def unavailable_due(state, now, policy):
 
 
 def evaluate(policy, deployment, tier, groups, metrics, now, state, with_storage=False,
-             catalog=None):
+             catalog=None, last_scaled=None, busy=False):
     """Every finding of one poll of one deployment: [("scale_requested" | "tier_capacity",
     payload)]. groups: {server group: host count} from the deployment's record (what the
-    deploy made; a host whose exporter is down still counts); metrics: PrometheusSource.fetch().
+    deploy made; a host whose exporter is down still counts); metrics: PrometheusSource.fetch();
+    last_scaled: the record's completed scale operations by role; busy: an operation of the
+    deployment holds its lock, so its hosts are changing: no scale request meanwhile.
     """
     catalog = catalog or default_catalog()
     servers = {role: s for s in catalog.tier(tier)["servers"]
@@ -176,7 +219,10 @@ def evaluate(policy, deployment, tier, groups, metrics, now, state, with_storage
             continue  # the tier has no such group, or its count is fixed (mini's one server)
         samples = (metrics.get(rule["metric"]) or {}).get(role) or {}
         current = (groups or {}).get(server["name"]) or len(samples)
-        decision = decide(policy, role, samples, current, server["count"], now, state)
+        if busy:
+            samples = {}  # what the hosts show mid-operation is no trend: decide nothing
+        decision = decide(policy, role, samples, current, server["count"], now, state,
+                          (last_scaled or {}).get(role))
         if decision:
             decision["deployment"] = deployment
             findings.append(("scale_requested", decision))

@@ -12,6 +12,10 @@ from lib.errors import InputError
 
 KEY_TEMPLATE = "dialog.%s.deployment"
 FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class")
+# {"<role>": {"direction", "from", "to", "completed_at"}}: the last scale operation of each
+# role that completed, written by dialog.scale at its successful end; the autoscaler's
+# cooldowns run from it.
+HISTORY = ("last_scaled",)
 
 
 def record_key(deployment):
@@ -30,13 +34,31 @@ def record_of(plan, profile=None):
 
 
 def save_record(datastore, record):
-    """Store the record; True when it differed from the stored one."""
+    """Store the record; True when it differed from the stored one. What the record remembers
+    of past operations (HISTORY) is kept when the new record (a deploy's) does not carry it."""
     key = record_key(record["deployment"])
+    stored = datastore.get_value(key, local=False)
+    if stored:
+        previous = json.loads(stored)
+        record = dict(record, **{name: previous[name] for name in HISTORY
+                                 if name in previous and name not in record})
     text = json.dumps(record, sort_keys=True)
-    if datastore.get_value(key, local=False) == text:
+    if stored == text:
         return False
     datastore.set_value(key, text, local=False)
     return True
+
+
+def record_scaled(datastore, deployment, role, direction, before, after, now):
+    """Note in the record that a scale of `role` from `before` to `after` hosts completed at
+    `now` (epoch seconds); the entry written."""
+    record = load_record(datastore, deployment)
+    if record is None:
+        raise unknown_deployment(datastore, deployment)
+    entry = {"direction": direction, "from": before, "to": after, "completed_at": now}
+    record.setdefault("last_scaled", {})[role] = entry
+    save_record(datastore, record)
+    return entry
 
 
 def load_record(datastore, deployment):

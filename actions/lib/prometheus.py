@@ -6,6 +6,9 @@ the deploy renders on the web host (templates/prometheus.yml.j2); any Prometheus
 targets carry it works.
 """
 
+import json
+import math
+
 import requests
 
 from lib.errors import ProviderError
@@ -66,21 +69,53 @@ class PrometheusSource(object):
         except ValueError:
             raise ProviderError("prometheus at %s answered something other than JSON"
                                 % self.url) from None
+        return self._result(body)
+
+    def _unexpected(self, what):
+        return ProviderError("prometheus at %s answered an unexpected shape: %s (expected "
+                             "the /api/v1/query envelope with a vector result)" % (self.url, what))
+
+    def _result(self, body):
+        """The series of an instant vector answer: {"status": "success", "data": {"resultType":
+        "vector", "result": [{"metric": {...}, "value": [<time>, "<number>"]}, ...]}}
+        (prometheus.io/docs/prometheus/latest/querying/api/#instant-vectors). Anything else
+        is a ProviderError, as a proxy's error page or a different API would give."""
+        if not isinstance(body, dict):
+            raise self._unexpected("a JSON %s body" % type(body).__name__)
         if body.get("status") != "success":
             raise ProviderError("prometheus at %s: %s" % (self.url, body.get("error")))
-        return body["data"]["result"]
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise self._unexpected("no data object" if data is None else
+                                   "data is a JSON %s" % type(data).__name__)
+        if data.get("resultType") != "vector":
+            # A query that is not an instant vector (a scalar, a matrix) is not one of ours.
+            raise self._unexpected("resultType %r" % (data.get("resultType"),))
+        result = data.get("result")
+        if not isinstance(result, list) or not all(isinstance(s, dict) for s in result):
+            raise self._unexpected("result is not a list of series")
+        return result
+
+    def _sample(self, series):
+        """(labels, value) of one series; value None for NaN and infinities, which Prometheus
+        returns as "NaN" / "+Inf" when a rate has too few samples or a size is zero."""
+        labels, sample = series.get("metric"), series.get("value")
+        if not isinstance(labels, dict) or not isinstance(sample, list) or len(sample) != 2 \
+                or not isinstance(sample[1], str):
+            raise self._unexpected("a series %s" % json.dumps(series, sort_keys=True)[:200])
+        try:
+            value = float(sample[1])
+        except ValueError:
+            raise self._unexpected("the value %r is not a number" % sample[1][:40]) from None
+        return labels, value if math.isfinite(value) else None
 
     def fetch(self):
         metrics = {}
         for name, promql in self.queries.items():
             by_role = metrics.setdefault(name, {})
             for series in self.query(promql):
-                labels = series.get("metric") or {}
-                try:
-                    value = float(series["value"][1])
-                except (KeyError, IndexError, TypeError, ValueError):
-                    continue
-                if value != value:  # NaN: no samples in the range yet
+                labels, value = self._sample(series)
+                if value is None:
                     continue
                 role = labels.get("role") or "unknown"
                 by_role.setdefault(role, {})[labels.get("instance") or "?"] = value
