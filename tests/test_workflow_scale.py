@@ -2,26 +2,56 @@
 the order of a scale-out and a scale-in for dialog servers and Cassandra, the refusals, the
 failures mid-way, and the lock released on every way the workflow ends.
 
-The canned scale_prepare applies the real rules (lib.scaling.scale_step) to the canned
-inventory; the canned provision and deploy change that inventory the way the real ones do.
+dialog.scale_prepare is the real action, its provider and SSH faked at the boundary: the
+inventory is the canned one, and its checks (dialog servers healthy, the Cassandra ring, the
+survivors' free space) ask hosts faked at the channel (tests/fake_hosts.py). The canned
+provision and deploy change that inventory the way the real ones do.
 Results have the shapes StackStorm's python runner stores; failures are explained by the real
 dialog.explain_failure.
 """
 
 import threading
+from unittest import mock
 
 import paramiko
+from st2tests.mocks.action import MockActionService, MockActionWrapper
 
 import local_runner
 import workflow_runner
 from bootstrap_order import BootstrapOrderAction
+from fake_hosts import FakeHosts
+from lib import bootstrap
+from lib.deployment_record import record_of, save_record
+from lib.deployment_secrets import ensure_secrets
 from lib.errors import DialogError
 from lib.planner import build_plan
-from lib.scaling import scale_step
+from scale_prepare import ScalePrepareAction
 from test_workflow_deploy import (ExplainingActions, inventory, ok, raised, returned_error,
                                   timed_out)
 
 LOCK = "dialog.%s.scale_lock"
+
+
+# The profile the real scale_prepare reads: the hosts' checks are rendered from it, Dialog's
+# images come from the operator's registry, and the runner reaches the hosts' private addresses
+# (the canned inventory gives the proxies no public address to jump through).
+PREPARE_CONFIG = {"profiles": {"default": dict(ExplainingActions.config["profiles"]["default"],
+                                               ssh_address="private", images={
+    "dialog_server": "registry.example.com/dialog/server:2.1",
+    "web_app": "registry.example.com/dialog/web-app:2.1",
+    "dashboard": "registry.example.com/dialog/dashboard:2.1",
+    "push": "registry.example.com/dialog/push:2.1"})}}
+
+
+class FakeProvider(object):
+    """A provider driver that reports `hosts` as the deployment's inventory."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+
+    def inventory(self, deployment):
+        assert deployment == "dialog"
+        return list(self.hosts)
 
 
 class CannedScaleActions(ExplainingActions):
@@ -37,6 +67,9 @@ class CannedScaleActions(ExplainingActions):
         self.calls = []
         self.locks = set()
         self.lock = threading.Lock()
+        # What the fake hosts answer the real scale_prepare's checks (see scale_prepare).
+        self.sick, self.ring_states, self.free_bytes = set(), {}, {}
+        self._datastore = None
 
     def __call__(self, ref, params):
         meta = local_runner.load_action_metadata(ref)
@@ -51,8 +84,8 @@ class CannedScaleActions(ExplainingActions):
                 if callable(outcome):
                     return outcome()
                 return returned_error({"error": outcome})
-        if name == "explain_failure":
-            return self.explain_failure(**action_params)
+        if name in ("explain_failure", "scale_prepare"):  # real actions: (status, result)
+            return getattr(self, name)(**action_params)
         try:
             return ok(getattr(self, name)(**action_params))
         except DialogError as exc:  # what the real action's reports_errors returns
@@ -63,19 +96,39 @@ class CannedScaleActions(ExplainingActions):
 
     # --- the canned actions
 
-    def scale_prepare(self, deployment, role, count=None, delta=None, profile=None,
-                      dry_run=False):
-        step = scale_step(self.tier, role, self.hosts, count=count, delta=delta)
-        if step["direction"] != "none" and not dry_run:
-            assert deployment not in self.locks, "lock already held"
-            self.locks.add(deployment)
-        survivors = [h for h in self.hosts if h["name"] not in step["leaving"]]
-        return dict(step, deployment=deployment, profile=profile, hosts=list(self.hosts),
-                    survivors=survivors, older=[h["name"] for h in self.hosts
-                                                if role in h["roles"]],
-                    proxies=[h["name"] for h in self.hosts if "proxy" in h["roles"]],
-                    tier=self.tier, provider="aws", region="us-east-1", with_storage=False,
-                    droplet_class=None, lock=LOCK % deployment, dry_run=dry_run)
+    def scale_prepare(self, **params):
+        """The real dialog.scale_prepare, faked only at the provider (the inventory is
+        self.hosts) and at SSH (tests/fake_hosts.py: hosts named in self.sick fail every check,
+        self.ring_states gives a Cassandra node's state, self.free_bytes its free space)."""
+        fleet = FakeHosts(self.hosts)
+        for name in self.sick:
+            fleet[name].failing = True
+        for node in fleet.ring:
+            host = next(h["name"] for h in self.hosts if h["private_address"] == node["address"])
+            node["state"] = self.ring_states.get(host, node["state"])
+            if host in self.free_bytes:
+                fleet[host].free_bytes = self.free_bytes[host]
+        hosts = self.hosts
+
+        class Prepare(ScalePrepareAction):
+            def driver(self, settings, provider, region):
+                return FakeProvider(hosts)
+
+        try:
+            with mock.patch.object(bootstrap, "connect", fleet.connect):
+                status, value = Prepare(config=PREPARE_CONFIG,
+                                        action_service=self.datastore()).run(**params)
+        except Exception as exc:  # pylint: disable=broad-except  # the runner's shape for it
+            return raised(exc)
+        return (ok if status else returned_error)(value)
+
+    def datastore(self):
+        """The deployment's record and secrets, as dialog.deploy left them."""
+        if self._datastore is None:
+            self._datastore = MockActionService(MockActionWrapper("dialog", "CannedScale"))
+            save_record(self._datastore, record_of(build_plan(self.tier, "aws"), "default"))
+            ensure_secrets(self._datastore, "dialog")
+        return self._datastore
 
     def scale_release(self, deployment):
         released = deployment in self.locks
@@ -352,3 +405,49 @@ def test_a_failed_announcement_is_explained():
     assert result.status == "failed"
     assert result.output == {"failure": "chat: crashed: ConnectionRefusedError: [Errno 111] "
                                         "Connection refused"}
+
+
+# --- the real scale_prepare's gate stops the workflow before anything changes -----------------
+
+def _changed_nothing(actions, before):
+    assert actions.hosts == before
+    assert not [n for n, _ in actions.calls
+                if n in ("provision", "deploy", "bootstrap_host", "cassandra_decommission",
+                         "cassandra_cleanup")]
+    assert not actions.locks, "lock released"
+
+
+def test_dialog_servers_in_while_one_is_unhealthy_is_refused_naming_it():
+    actions = CannedScaleActions(dialog_servers=5)
+    actions.sick.add("dialog-dialog-server-2")
+    before = list(actions.hosts)
+    result = scale(actions, role="dialog-server", delta=-2)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"].startswith(
+        "prepare: no scale-in while a dialog server is unhealthy: dialog-dialog-server-2: "), \
+        result.output["failure"]
+    _changed_nothing(actions, before)
+
+
+def test_cassandra_out_while_a_node_still_joins_is_refused_naming_it():
+    actions = CannedScaleActions(tier="production")
+    actions.ring_states["dialog-cassandra-3"] = "UJ"
+    before = list(actions.hosts)
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "failed", result.errors
+    assert "dialog-cassandra-3" in result.output["failure"]
+    assert "UJ" in result.output["failure"]
+    _changed_nothing(actions, before)
+
+
+def test_cassandra_in_without_room_on_a_survivor_is_refused_naming_it():
+    actions = CannedScaleActions(tier="production", cassandra_nodes=4)
+    actions.free_bytes["dialog-cassandra-2"] = 1024 ** 3  # the leaver holds 10 GiB, RF 3
+    before = list(actions.hosts)
+    result = scale(actions, role="cassandra", count=3)
+    assert result.status == "failed", result.errors
+    survivor = next(h["private_address"] for h in actions.hosts
+                    if h["name"] == "dialog-cassandra-2")
+    assert "lack the free space" in result.output["failure"]
+    assert survivor in result.output["failure"]
+    _changed_nothing(actions, before)
