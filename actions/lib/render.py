@@ -19,6 +19,7 @@ import jinja2
 
 from lib.catalog import default_catalog
 from lib.errors import InputError
+from lib.hosts.turn_peers import peer_rules
 from lib.hosts.volumes import rendered_volumes
 from lib.stages import by_index, cassandra_seed_hosts, hosts_with
 
@@ -228,6 +229,7 @@ def _model(context, host, images, catalog):
         "host": host, "address": host["private_address"], "roles": roles,
         "public_address": public_address(host),
         "provider": context.get("provider"),    # turnserver.conf's address mapping
+        "turn_peers": peer_rules(by_index(hosts)),   # turnserver.conf's peer filter
         "hosts": by_index(hosts), "images": images, "secrets": context.get("secrets") or {},
         "cluster_name": "%s-%s" % (PROJECT, deployment),
         "postgres_primary": postgres[0] if postgres else None,
