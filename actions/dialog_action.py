@@ -18,6 +18,7 @@ from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
 from lib.failures import foreseen_error, scrubber, secret_values
+from lib.hosts.inventory_check import check_hosts
 from lib.hosts.ssh_path import resolve_via
 from lib.hosts.docker_install import apt_repository
 from lib.hosts.registry import registry_settings
@@ -128,6 +129,8 @@ class DialogAction(Action):
         when not given. files: also the files bucket and its key (provider calls: STS, IAM,
         Spaces), which only an action that uploads the dialog servers' server.conf needs;
         read-only actions (status, checks) must work without cloud credentials."""
+        # Secrets go to these hosts' addresses: each must be the provider's, checked first.
+        check_hosts(hosts, self.provider_hosts(settings, deployment), deployment)
         if tier is None:
             tier = self.record(deployment).get("tier")
         if tier is None:
@@ -147,6 +150,16 @@ class DialogAction(Action):
         context["object_storage"] = self.files_storage(settings, deployment, hosts,
                                                        with_storage) if files else None
         return context
+
+    def provider_hosts(self, settings, deployment):
+        """The deployment's inventory at its provider (the record's provider and region, else
+        the profile's)."""
+        record = self.record(deployment)
+        provider = record.get("provider") or settings.get("provider") or "aws"
+        region = record.get("region") or (settings.get("region")
+                                          if settings.get("provider") == provider else None)
+        region = validate_region(default_catalog(), provider, region)
+        return self.driver(settings, provider, region).inventory(deployment)
 
     def files_storage(self, settings, deployment, hosts, with_storage, create=False):
         """lib.cloud.object_storage.files_settings for the deployment's provider and region
