@@ -1,6 +1,7 @@
 from dialog_action import DialogAction, reports_errors
 from lib.cloud.object_storage import FILES_KEY
 from lib.deployment_record import forget_deployment
+from lib.hosts.host_keys import KEY_TEMPLATE as HOST_KEYS_KEY, forget as forget_host_keys
 from lib.errors import InputError
 from lib.planner import validate_deployment_name
 from lib.providers.base import summarize
@@ -32,6 +33,9 @@ class DestroyAction(DialogAction):
             # The data the secrets protect is gone with the volumes; a new deployment of the
             # same name gets new ones. Static hosts keep their data, so they keep their secrets.
             forgotten = forget_deployment(self.action_service, deployment)
+            # New machines answer at these names next time: their host keys are new.
+            if forget_host_keys(self.action_service, deployment):
+                forgotten.append(HOST_KEYS_KEY % deployment)
             if delete_data and self.action_service.delete_value(FILES_KEY % deployment,
                                                                 local=False):
                 # The files bucket and its user went with the data: so does their key.

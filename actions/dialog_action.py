@@ -18,6 +18,7 @@ from lib.deployment_record import load_record
 from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, InputError
 from lib.failures import foreseen_error, scrubber, secret_values
+from lib.hosts.host_keys import HostKeyPins
 from lib.hosts.inventory_check import check_hosts
 from lib.hosts.ssh_path import resolve_via
 from lib.hosts.docker_install import apt_repository
@@ -138,6 +139,7 @@ class DialogAction(Action):
                              "datastore); give it" % deployment, default_catalog().tier_names)
         if with_storage is None:
             with_storage = any("s3-gateway" in h["roles"] for h in hosts)
+        self._context_deployment = deployment  # pylint: disable=attribute-defined-outside-init
         context = {"deployment": deployment, "tier": tier, "provider": settings.get("provider"),
                    "with_storage": bool(with_storage), "hosts": hosts,
                    "secrets": load_secrets(self.action_service, deployment),
@@ -175,10 +177,14 @@ class DialogAction(Action):
         return files_settings(self.action_service, self.driver(settings, provider, region),
                               deployment, hosts, with_storage, create=create)
 
-    @staticmethod
-    def ssh_options(settings):
-        """How the bootstrap logs in, from the profile (the key text is a secret)."""
+    def ssh_options(self, settings, deployment=None):
+        """How the bootstrap logs in, from the profile (the key text is a secret). Host keys
+        are pinned per deployment (lib.hosts.host_keys): `deployment`, else the one whose
+        context this action built last (every action that logs in to hosts builds one)."""
+        deployment = deployment or getattr(self, "_context_deployment", None)
         return {"user": settings.get("ssh_user") or None,  # None: each host's image user
                 "key_file": settings.get("ssh_key_file"),
                 "private_key_text": settings.get("ssh_private_key"),
-                "via": resolve_via(settings.get("ssh_address"), settings.get("provider"))}
+                "via": resolve_via(settings.get("ssh_address"), settings.get("provider")),
+                "host_keys": HostKeyPins(self.action_service, deployment,
+                                         settings.get("known_hosts")) if deployment else None}

@@ -59,7 +59,7 @@ _NOOP = lambda message: None  # noqa: E731
 # ----------------------------------------------------------------------------- connections
 
 def connect(address, user="root", key_file=None, private_key_text=None, port=22, timeout=30.0,
-            known_hosts=None, jump=None):
+            known_hosts=None, jump=None, host_keys=None, name=None):
     """An open fabric Connection to address:port as `user`.
 
     With key_file or private_key_text (an unencrypted ed25519, ECDSA or RSA key), only that key
@@ -83,6 +83,10 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     host's key is treated the same way, and a host behind it is checked under the address the
     jump opens the channel to (its private address).
 
+    host_keys (lib.hosts.host_keys.HostKeyPins, the deployment's pins): the key is checked
+    against the one pinned for `name` (the host's inventory name; the jump host's "name"),
+    recorded on first contact; a changed key raises HostKeyRefused at once (never retried).
+
     ProviderError when the host (or the jump host) cannot be reached or refuses the key;
     InputError when private_key_text is not a private key (its text is not repeated)."""
     connect_kwargs = {"banner_timeout": timeout, "auth_timeout": timeout}
@@ -97,11 +101,12 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     jumped = None
     if jump:
         key = (jump["address"], int(jump.get("port") or 22), jump.get("user") or user, key_file,
-               private_key_text, known_hosts)
+               private_key_text, known_hosts, host_keys)
         via = "the proxy %s (%s@%s)" % (jump.get("name") or jump["address"], key[2], key[0])
         try:
             gateway = gateways.acquire(key, lambda: connect(
-                key[0], key[2], key_file, private_key_text, key[1], timeout, known_hosts))
+                key[0], key[2], key_file, private_key_text, key[1], timeout, known_hosts,
+                host_keys=host_keys, name=jump.get("name")))
         except ProviderError as exc:
             raise ProviderError("%s: cannot reach it through %s: %s" % (where, via, exc)) \
                 from None
@@ -122,6 +127,9 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
     if known_hosts:
         connection.client.load_host_keys(known_hosts)
         connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    elif host_keys is not None:
+        connection.client.set_missing_host_key_policy(
+            host_keys.policy(name or address, address, int(port)))
     else:
         connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
@@ -164,7 +172,8 @@ def _reason(exc):
 
 
 def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, port=22,
-                 timeout=300.0, interval=2.0, name=None, known_hosts=None, jump=None):
+                 timeout=300.0, interval=2.0, name=None, known_hosts=None, jump=None,
+                 host_keys=None):
     """Connect and run `true` until it works; return the seconds waited.
 
     Every failure (refused, unreachable, key not yet installed by cloud-init) is retried every
@@ -180,7 +189,7 @@ def wait_for_ssh(address, user="root", key_file=None, private_key_text=None, por
         connection = None
         try:
             connection = connect(address, user, key_file, private_key_text, port, attempt,
-                                 known_hosts, jump)
+                                 known_hosts, jump, host_keys, name)
             status, _, _ = health.remote(connection, "true", timeout=attempt)
             if status == 0:
                 return round(time.monotonic() - started, 3)

@@ -35,7 +35,9 @@ def ssh_address(host, via="private", hosts=None):
 def _login(ssh, host):
     """fabric connect() arguments for one host (ssh_path.login_user says which user)."""
     return {"user": ssh_path.login_user(host, ssh.get("user")),
-            "key_file": ssh.get("key_file"), "private_key_text": ssh.get("private_key_text")}
+            "key_file": ssh.get("key_file"), "private_key_text": ssh.get("private_key_text"),
+            # lib.hosts.host_keys.HostKeyPins of the deployment (DialogAction.ssh_options)
+            "host_keys": ssh.get("host_keys")}
 
 
 @contextlib.contextmanager
@@ -53,7 +55,7 @@ def session(host, ssh, wait=None, progress=_noop, hosts=None):
         progress("%s: waiting for SSH at %s" % (host["name"], where))
         waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait, **login)
         progress("%s: SSH ready after %.1fs" % (host["name"], waited))
-    connection = bootstrap.connect(address, **login)
+    connection = bootstrap.connect(address, name=host["name"], **login)
     try:
         yield connection
     finally:
