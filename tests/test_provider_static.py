@@ -4,6 +4,7 @@ import contextlib
 import io
 import socket
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from st2tests.base import BaseActionTestCase
@@ -12,8 +13,9 @@ from destroy import DestroyAction
 from inventory import InventoryAction
 from lib.errors import InputError
 from lib.planner import build_plan
-from lib.providers import open_provider
+from lib.providers import open_provider, static
 from provision import ProvisionAction
+from test_static_host_firewall import Hosts
 
 SMALL_HOSTS = [
     {"name": "edge-a", "address": "198.51.100.1", "roles": ["proxy"]},
@@ -112,13 +114,24 @@ class StaticActionsTestCase(BaseActionTestCase):
         return ok, result, printed.getvalue()
 
     def test_provision_on_static_hosts_changes_nothing_and_lists_them(self):
-        ok, result, printed = self.run_action(ProvisionAction, tier="small")
+        # SSH stands in (tests/test_static_host_firewall.py): each host's firewall, no more.
+        monkeypatch = pytest.MonkeyPatch()
+        self.addCleanup(monkeypatch.undo)
+        Hosts().install(monkeypatch, static.Driver)
+        admin = ["203.0.113.0/24"]      # where the stand-in hosts see the runner
+        ok, result, printed = self.run_action(ProvisionAction, tier="small",
+                                              admin_networks=admin)
         self.assertTrue(ok, result)
-        self.assertEqual((result["provider"], result["changes"]), ("static", []))
-        self.assertEqual(result["summary"], {"create": 0, "update": 0, "delete": 0})
+        self.assertEqual(result["provider"], "static")
+        self.assertEqual(result["summary"], {"create": 0, "update": len(SMALL_HOSTS),
+                                             "delete": 0})
+        self.assertEqual({c["kind"] for c in result["changes"]}, {"firewall"})
         self.assertEqual(len(result["hosts"]), len(SMALL_HOSTS))
-        self.assertIn("No changes", printed)
         self.assertIn("edge-a will serve as dialog-proxy-1", printed)
+        ok, result, printed = self.run_action(ProvisionAction, tier="small",
+                                              admin_networks=admin)
+        self.assertEqual(result["changes"], [])
+        self.assertIn("No changes", printed)
 
     def test_provision_refuses_a_plan_the_hosts_cannot_carry(self):
         ok, result, _ = self.run_action(ProvisionAction, tier="small-failover")

@@ -1,12 +1,17 @@
 """The static provider: servers the operator already has, listed in the profile's `hosts`.
 
 It creates and deletes nothing. Reconciling checks that the listed servers can carry the plan
-and says which plan host each of them becomes; inventory reports them.
+and says which plan host each of them becomes; then, over SSH, that each has the seed's CPUs,
+memory and disk for its role, and puts the plan's firewall on it (lib.hosts.host_firewall),
+before any service is installed. Inventory reports them.
 """
 
+import contextlib
 import re
 
 from lib.errors import InputError
+from lib.hosts import host_firewall
+from lib.hosts.ssh_path import resolve_via
 from lib.providers import base
 
 GROUP_INDEX = re.compile(r"^(?P<group>[a-z][a-z0-9-]*)-(?P<index>[0-9]+)$")
@@ -35,8 +40,26 @@ def _host_record(given, deployment):
     return record
 
 
+def _session(host, ssh, hosts):
+    # Imported here: lib.operations pulls in the renderer and the bootstrap, which inventory
+    # and match() do not need.
+    from lib import operations  # pylint: disable=import-outside-toplevel
+    return operations.session(host, ssh, hosts=hosts)
+
+
 class Driver(base.Driver):
     name = "static"
+    # (host record, ssh options, inventory) -> context manager of a connection; tests replace it
+    host_session = staticmethod(_session)
+    ssh = None      # the action's ssh options (DialogAction.ssh_options); else the profile's
+
+    def _ssh(self):
+        if self.ssh is not None:
+            return self.ssh
+        profile = self.profile
+        return {"user": profile.get("ssh_user") or None, "key_file": profile.get("ssh_key_file"),
+                "private_key_text": profile.get("ssh_private_key"),
+                "via": resolve_via(profile.get("ssh_address"), "static")}
 
     def _given(self):
         hosts = self.profile.get("hosts") or []
@@ -88,7 +111,50 @@ class Driver(base.Driver):
         for name, given in sorted(matched.items()):
             if name != given["name"]:
                 self.progress("%s will serve as %s" % (given["name"], name))
-        return []
+        return self._prepare_hosts(plan, matched, dry_run)
+
+    def _prepare_hosts(self, plan, matched, dry_run):
+        """Every host's hardware checked first (all problems at once, nothing changed on any
+        host), then each one's firewall. Returns a change per firewall applied."""
+        inventory = self.inventory(plan["deployment"])
+        records = {h["name"]: h for h in inventory}
+        addresses = sorted({a for h in inventory
+                            for a in [h["private_address"]] + h["public_addresses"]})
+        plan_hosts = {h["name"]: h for h in plan["hosts"]}
+        ssh = self._ssh()
+        problems, changes = [], []
+        with contextlib.ExitStack() as stack:
+            connections = {}
+            for name, given in sorted(matched.items()):
+                record = records[given["name"]]
+                connection = stack.enter_context(self.host_session(record, ssh, inventory))
+                connections[name] = connection
+                facts = host_firewall.read_hardware(connection, given["name"])
+                problems += host_firewall.hardware_problems(given["name"], plan_hosts[name],
+                                                            facts)
+            host_firewall.raise_hardware(problems)
+            for name, given in sorted(matched.items()):
+                self._firewall(plan, plan_hosts[name], given, connections[name], addresses,
+                               dry_run, changes)
+        return changes
+
+    def _firewall(self, plan, plan_host, given, connection, addresses, dry_run, changes):
+        text = host_firewall.ruleset(plan["deployment"], given["name"], plan_host["roles"],
+                                     plan["firewall"], addresses)
+        rules = host_firewall.host_rules(plan["firewall"], plan_host["roles"])
+        runner = host_firewall.runner_address(connection)
+        if runner and not host_firewall.allows(rules, plan_host["roles"], 22, runner,
+                                               addresses):
+            raise InputError("admin_networks", "%s sees this action runner's SSH connection "
+                             "come from %s, which admin_networks does not include: its firewall "
+                             "would shut the runner out; add that address or network"
+                             % (given["name"], runner))
+        state = host_firewall.apply(connection, given["name"], text, check_only=dry_run)
+        if state != "unchanged":
+            changes.append(base.change("update", "firewall", given["name"],
+                                       "nftables table inet dialog: %d rules of the plan"
+                                       % len(rules)))
+            self.progress("%s: firewall %s" % (given["name"], state))
 
     def destroy(self, deployment, dry_run=False, delete_data=False):
         self.progress("static hosts are the operator's: nothing is deleted")
