@@ -1,4 +1,8 @@
-from dialog_action import DialogAction, reports_errors
+import os
+import time
+
+from dialog_action import DialogAction, progress, reports_errors
+from lib import operation_lock
 from lib.cloud.object_storage import FILES_KEY
 from lib.deployment_record import forget_deployment
 from lib.hosts.host_keys import KEY_TEMPLATE as HOST_KEYS_KEY, forget as forget_host_keys
@@ -18,6 +22,20 @@ class DestroyAction(DialogAction):
         if confirm != deployment:
             raise InputError("confirm", "type the deployment name (%s) again to destroy it"
                              % deployment)
+        if dry_run:
+            return self._destroy(deployment, provider, region, profile, dry_run, delete_data)
+        # One operation per deployment: a deploy or scale still running is not pulled from under
+        # itself. The owner is this execution (st2's python runner sets the variable).
+        owner = os.environ.get("ST2_ACTION_EXECUTION_ID") or "destroy-pid-%d" % os.getpid()
+        operation_lock.acquire(self.action_service, deployment, owner, "destroy", time.time())
+        try:
+            with operation_lock.Renewer(self.action_service, deployment, owner, log=progress):
+                return self._destroy(deployment, provider, region, profile, dry_run,
+                                     delete_data)
+        finally:
+            operation_lock.release(self.action_service, deployment, owner)
+
+    def _destroy(self, deployment, provider, region, profile, dry_run, delete_data):
         record = self.record(deployment)
         settings, provider, region = self.target(profile or record.get("profile"),
                                                  provider or record.get("provider"),

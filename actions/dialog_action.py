@@ -9,9 +9,11 @@ the workflows still report its last line (dialog.explain_failure).
 """
 
 import functools
+import time
 
 from st2common.runners.base_action import Action
 
+from lib import operation_lock
 from lib.catalog import PROVIDERS, default_catalog
 from lib.cloud.object_storage import files_settings
 from lib.deployment_record import load_record
@@ -39,8 +41,11 @@ def reports_errors(run):
 
     @functools.wraps(run)
     def wrapper(self, *args, **kwargs):
+        # Not a parameter of run(): the workflows' owner token of the deployment's lock.
+        owner = kwargs.pop("lock_owner", None)
         try:
-            return True, run(self, *args, **kwargs)
+            return True, self.holding_lock(owner, _deployment(kwargs),
+                                           lambda: run(self, *args, **kwargs))
         except DialogError as exc:
             self.logger.error("%s", exc)
             return False, exc.to_result()
@@ -54,11 +59,16 @@ def reports_errors(run):
     return wrapper
 
 
-def _subject(params):
-    """What an action worked on, for an error: its host, else its deployment."""
-    host, deployment = params.get("host"), params.get("deployment")
+def _deployment(params):
+    deployment = params.get("deployment")
     if isinstance(params.get("plan"), dict):
         deployment = deployment or params["plan"].get("deployment")
+    return deployment
+
+
+def _subject(params):
+    """What an action worked on, for an error: its host, else its deployment."""
+    host, deployment = params.get("host"), _deployment(params)
     if host:
         return "%s (deployment %s)" % (host, deployment) if deployment else str(host)
     return "deployment %s" % (deployment or "dialog")
@@ -71,6 +81,29 @@ def progress(message):
 
 class DialogAction(Action):
     """Base of every python action of the dialog pack."""
+
+    def holding_lock(self, owner, deployment, call):
+        """call(), as a step of the operation `owner` (an execution id) that holds the
+        deployment's lock: refused at start when another operation holds it, the lock renewed
+        while call() runs, and a failure when it was taken away meanwhile. No owner: call()."""
+        if not owner or not deployment:
+            return call()
+        try:
+            operation_lock.acquire(self.action_service, deployment, owner,
+                                   "%s (taken back)" % type(self).__name__, time.time())
+        except operation_lock.LockHeld as exc:
+            raise InputError("deployment", "the operation this step belongs to (execution %s) "
+                             "no longer holds the lock of %s: %s"
+                             % (owner, deployment, operation_lock.describe(deployment,
+                                                                           exc.holder))) from None
+        with operation_lock.Renewer(self.action_service, deployment, owner,
+                                    log=progress) as renewer:
+            value = call()
+        if renewer.lost:
+            raise DialogError("%s: the operation (execution %s) lost the deployment's lock while "
+                              "this step ran, so it stops here: %s"
+                              % (deployment, owner, renewer.lost))
+        return value
 
     def profile(self, name=None):
         return resolve_profile(self.config, name)

@@ -1,15 +1,13 @@
-import datetime
-
 from dialog_action import DialogAction, progress, reports_errors
-from lib import operations, scale_lock
+from lib import operations
 from lib.deployment_record import unknown_deployment
 from lib.planner import validate_deployment_name
 from lib.scaling import check_role, scale_step
 
 
 class ScalePrepareAction(DialogAction):
-    """dialog.scale_prepare: check a scale request against the tier and the deployment's state,
-    then take the deployment's scale lock."""
+    """dialog.scale_prepare: check a scale request against the tier and the deployment's state
+    (dialog.scale holds the deployment's operation lock meanwhile)."""
 
     @reports_errors
     def run(self, deployment, role, count=None, delta=None, profile=None, dry_run=False):
@@ -31,11 +29,6 @@ class ScalePrepareAction(DialogAction):
             context = self.deployment_context(settings, deployment, hosts, record["tier"],
                                               record.get("with_storage"))
             operations.scale_gate(context, self.ssh_options(settings), step, progress)
-        lock = None
-        if step["direction"] != "none" and not dry_run:
-            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-            lock = scale_lock.acquire(self.action_service, deployment,
-                                      {"role": role, "direction": step["direction"]}, now)
         keep = {k: record.get(k)
                 for k in ("tier", "provider", "region", "with_storage", "droplet_class")}
         keep.update(provider=provider, region=region)
@@ -43,5 +36,5 @@ class ScalePrepareAction(DialogAction):
         older = [h["name"] for h in hosts if role in h["roles"]]
         proxies = [h["name"] for h in hosts if "proxy" in h["roles"]]
         return dict(step, deployment=deployment, profile=profile, hosts=hosts,
-                    survivors=survivors, older=older, proxies=proxies, lock=lock,
+                    survivors=survivors, older=older, proxies=proxies,
                     dry_run=dry_run, **keep)

@@ -205,7 +205,7 @@ def worst_cases(b):
         # Provider reads, the datastore and the catalog only.
         "preflight": {"registry probes": b["registry_probes"]},
         "inventory": {}, "plan": {}, "bootstrap_order": {}, "register_deployment": {},
-        "scale_release": {}, "explain_failure": {},
+        "lock": {}, "unlock": {}, "explain_failure": {},
     }
     return {name: (sum(path.values()), path) for name, path in paths.items()}
 

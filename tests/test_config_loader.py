@@ -19,7 +19,7 @@ import yaml
 import local_runner
 from fake_digitalocean import FakeDigitalOcean
 from inventory import InventoryAction
-from lib import scale_lock
+from lib import operation_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "dialog.yaml.example")
@@ -254,19 +254,18 @@ def test_decrypt_kv_of_a_plain_value_fails_like_stackstorm(tmp_path):
         local_runner.load_config(ROOT, str(path), store)
 
 
-def test_ttl_expires_and_frees_the_scale_lock():
+def test_ttl_expires_and_frees_the_operation_lock():
     clock = Clock()
     store = local_runner.MemoryDatastore(clock=clock)
     action = service(store, "ScaleAction")
-    holder = {"role": "dialog-server", "direction": "out"}
-    scale_lock.acquire(action, "prod", holder, now="t0", ttl=600)
+    operation_lock.acquire(action, "prod", "exec-1", "scale", clock(), ttl=600)
     clock.now += 599
-    with pytest.raises(Exception, match="already running"):
-        scale_lock.acquire(action, "prod", holder, now="t1", ttl=600)
+    with pytest.raises(operation_lock.LockHeld, match="scale is running, execution exec-1"):
+        operation_lock.acquire(action, "prod", "exec-2", "deploy", clock(), ttl=600)
     clock.now += 1
-    assert action.get_value(scale_lock.lock_key("prod"), local=False) is None
+    assert action.get_value(operation_lock.lock_key("prod"), local=False) is None
     assert action.list_values(local=False) == []
-    scale_lock.acquire(action, "prod", holder, now="t2", ttl=600)  # free again
+    operation_lock.acquire(action, "prod", "exec-2", "deploy", clock(), ttl=600)  # free again
     # a value set again without ttl no longer expires; ttl must be an integer, as in st2's API
     action.set_value("kept", "1", ttl=5, local=False)
     action.set_value("kept", "2", local=False)
