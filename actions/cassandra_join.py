@@ -8,7 +8,7 @@ class CassandraJoinAction(DialogAction):
 
     @reports_errors
     def run(self, deployment, host, hosts, tier=None, profile=None, older=None,
-            join_timeout=None):
+            join_timeout=43200):
         settings = self.profile(profile)
         context = self.deployment_context(settings, deployment, hosts, tier)
         kwargs = {"timeout": float(join_timeout)} if join_timeout else {}

@@ -28,7 +28,7 @@ class CassandraSettleAction(DialogAction):
         if not owed and not changes:
             return result
         context = self.deployment_context(settings, deployment, hosts, record.get("tier"),
-                                          record.get("with_storage"))
+                                          record.get("with_storage"), inventory=hosts)
         ssh = self.ssh_options(settings)
         if changes:
             ring = operations.cassandra_ring_normal(

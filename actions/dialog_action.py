@@ -157,14 +157,16 @@ class DialogAction(Action):
         return load_record(self.action_service, deployment) or {}
 
     def deployment_context(self, settings, deployment, hosts, tier=None, with_storage=None,
-                           files=False):
+                           files=False, inventory=None):
         """What the renderer needs to produce every host's files: secrets from the datastore,
         images from the profile, the deployment's hosts; the tier from the deployment's record
         when not given. files: also the files bucket and its key (provider calls: STS, IAM,
         Spaces), which only an action that uploads the dialog servers' server.conf needs;
         read-only actions (status, checks) must work without cloud credentials."""
         # Secrets go to these hosts' addresses: each must be the provider's, checked first.
-        check_hosts(hosts, self.provider_hosts(settings, deployment), deployment)
+        # `inventory`: the provider's list, when the caller has just read it (not asked twice).
+        check_hosts(hosts, self.provider_hosts(settings, deployment) if inventory is None
+                    else inventory, deployment)
         if tier is None:
             tier = self.record(deployment).get("tier")
         if tier is None:
@@ -210,14 +212,19 @@ class DialogAction(Action):
         return files_settings(self.action_service, self.driver(settings, provider, region),
                               deployment, hosts, with_storage, create=create)
 
-    def ssh_options(self, settings, deployment=None):
-        """How the bootstrap logs in, from the profile (the key text is a secret). Host keys
-        are pinned per deployment (lib.hosts.host_keys): `deployment`, else the one whose
-        context this action built last (every action that logs in to hosts builds one)."""
-        deployment = deployment or getattr(self, "_context_deployment", None)
+    @staticmethod
+    def login_options(settings):
+        """How the bootstrap logs in, from the profile (the key text is a secret)."""
         return {"user": settings.get("ssh_user") or None,  # None: each host's image user
                 "key_file": settings.get("ssh_key_file"),
                 "private_key_text": settings.get("ssh_private_key"),
-                "via": resolve_via(settings.get("ssh_address"), settings.get("provider")),
-                "host_keys": HostKeyPins(self.action_service, deployment,
-                                         settings.get("known_hosts")) if deployment else None}
+                "via": resolve_via(settings.get("ssh_address"), settings.get("provider"))}
+
+    def ssh_options(self, settings, deployment=None):
+        """login_options() with the host keys to check: pinned per deployment
+        (lib.hosts.host_keys), `deployment`, else the one whose context this action built
+        last (every action that logs in to hosts builds one)."""
+        deployment = deployment or getattr(self, "_context_deployment", None)
+        return dict(self.login_options(settings),
+                    host_keys=HostKeyPins(self.action_service, deployment,
+                                          settings.get("known_hosts")) if deployment else None)

@@ -34,6 +34,10 @@ class ProvisionAction(DialogAction):
                                      self.record(plan["deployment"]),
                                      remove_hosts=remove_hosts)
             plan["remove_hosts"] = removal["remove_hosts"]
+        if plan["provider"] == "static":
+            # The static driver logs in to check hardware and set the firewall: with this
+            # deployment's pinned host keys, like every other login.
+            driver.ssh = self.ssh_options(settings, plan["deployment"])
         changes = driver.reconcile(plan, dry_run=dry_run)
         hosts = driver.inventory(plan["deployment"])
         if not dry_run:

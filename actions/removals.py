@@ -30,7 +30,7 @@ class RemovalsAction(DialogAction):
             gone.add(name)
         if (removal["decommission"] or removal["drain"]) and not dry_run:
             context = self.deployment_context(settings, deployment, hosts, plan["tier"],
-                                              plan.get("with_storage"))
+                                              plan.get("with_storage"), inventory=hosts)
             ssh = self.ssh_options(settings)
             if removal["drain"]:
                 operations.dialog_servers_healthy(context, ssh)

@@ -27,7 +27,7 @@ class ScalePrepareAction(DialogAction):
                  % (deployment, role, step["current"], step["desired"], step["direction"]))
         if step["direction"] != "none":
             context = self.deployment_context(settings, deployment, hosts, record["tier"],
-                                              record.get("with_storage"))
+                                              record.get("with_storage"), inventory=hosts)
             operations.scale_gate(context, self.ssh_options(settings), step, progress)
         keep = {k: record.get(k)
                 for k in ("tier", "provider", "region", "with_storage", "droplet_class")}

@@ -22,10 +22,12 @@ class StatusAction(DialogAction):
         settings, provider, region = self.target(profile or record.get("profile"),
                                                  provider or record.get("provider"),
                                                  region or record.get("region"))
+        inventory = None
         if hosts is None:
-            hosts = self.driver(settings, provider, region).inventory(deployment)
+            hosts = inventory = self.driver(settings, provider, region).inventory(deployment)
         context = self.deployment_context(settings, deployment, hosts,
-                                          tier or record.get("tier"), with_storage)
+                                          tier or record.get("tier"), with_storage,
+                                          inventory=inventory)
         checked = check_all(context, self.ssh_options(settings))
         status = {"deployment": deployment, "provider": provider,
                   "healthy": bool(checked) and all(h["healthy"] for h in checked),

@@ -80,8 +80,7 @@ def scenario(box, interval, say=print):
     proxies = [h for h in hosts if "proxy" in h["roles"]]
     port = default_catalog().port("dialog-server", "http")
     targets = ["%s:%d/v1/status" % (h["private_address"], port) for h in servers]
-    # ssh_options reads only the profile it is given.
-    ssh = DialogAction.ssh_options(None, box.config["profiles"]["sandbox"])
+    ssh = DialogAction.login_options(box.config["profiles"]["sandbox"])
     say("deployed: %d dialog servers, %d proxies; probing every %gs from each proxy"
         % (len(servers), len(proxies), interval))
     with contextlib.ExitStack() as stack:

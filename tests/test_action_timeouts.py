@@ -200,12 +200,18 @@ def worst_cases(b):
             ({"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
              {"SSH login": b["ssh_login"], "nodetool status": b["nodetool_ring"],
               "df": b["df"]}), key=lambda path: sum(path.values())),
+        # allow_removal: the dialog servers checked like status, then the decommission check.
+        "removals": {"SSH login": b["ssh_login"], "health probe": b["health_probe_once"],
+                     "SSH login (a Cassandra survivor)": b["ssh_login"],
+                     "nodetool status": b["nodetool_ring"], "df": b["df"]},
         "provision": max(provision_waits(b).values(), key=lambda path: sum(path.values())),
         "destroy": max(destroy_waits(b).values(), key=lambda path: sum(path.values())),
         # Provider reads, the datastore and the catalog only.
         "preflight": {"registry probes": b["registry_probes"]},
         "inventory": {}, "plan": {}, "bootstrap_order": {}, "register_deployment": {},
         "lock": {}, "unlock": {}, "explain_failure": {},
+        # The deployment record read and written once (the datastore).
+        "record_scaled": {},
     }
     return {name: (sum(path.values()), path) for name, path in paths.items()}
 

@@ -8,6 +8,7 @@ pack's real actions and of the deploy workflow run by orquesta with canned actio
 """
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -618,8 +619,12 @@ class PythonActionAnswersTestCase(BaseActionTestCase):
         config = {"profiles": {"default": {"provider": "aws", "region": "us-east-1",
                                            "images": ce.SAMPLE_IMAGES}}}
         action = self.get_action_instance(config=config)
+        # The given host list is checked against the provider's inventory: the cloud's
+        # answer (the same hosts) stands in at the driver.
+        provider = mock.Mock(inventory=lambda name: copy.deepcopy(hosts))
         with mock.patch.object(lib.bootstrap, "connect", connect), \
                 mock.patch.object(lib.health, "run_probe", run_probe), \
+                mock.patch.object(StatusAction, "driver", lambda *_: provider), \
                 contextlib.redirect_stdout(io.StringIO()):
             ok, result = action.run(deployment=deployment, hosts=hosts, tier=tier)
         return plan, hosts, ("succeeded" if ok else "failed"), ce.python_result(result)

@@ -208,7 +208,7 @@ def test_destroy_removes_everything(box, first_run):
     assert {c["kind"] for c in result["changes"]} >= {"host", "address", "security-group",
                                                       "nat-gateway", "bucket"}
     assert set(result["forgotten"]) == {"dialog.e2e.deployment", "dialog.e2e.secrets",
-                                        "dialog.e2e.files_key"}
+                                        "dialog.e2e.files_key", "dialog.e2e.host_keys"}
     assert not [k for k in box.datastore.items
                 if k.startswith("dialog.e2e.") and ".run." not in k]
     assert box.leftovers(DEPLOYMENT) == {}

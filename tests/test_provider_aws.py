@@ -407,8 +407,16 @@ def test_scaling_dialog_servers_up_and_down(emu):
     assert len(new) == 2 and len({i["ReservationId"] for i in new}) == 1
     assert emu.resource_counts()["instances"] == len(plan["hosts"]) + 2
 
+    # The second line of defence (lib.removal_guard): a dialog server goes only when named.
+    refused = make_driver(emu)
+    with pytest.raises(InputError, match="will not delete dialog-dialog-server-4, "
+                                         "dialog-dialog-server-5"):
+        refused.reconcile(plan)
+    assert refused.calls.mutating == []
+    assert emu.resource_counts()["instances"] == len(plan["hosts"]) + 2
     down = make_driver(emu)
-    changes = down.reconcile(plan)
+    changes = down.reconcile(dict(plan, remove_hosts=["dialog-dialog-server-4",
+                                                      "dialog-dialog-server-5"]))
     assert sorted((c["action"], c["kind"], c["name"]) for c in changes) == [
         ("delete", "host", "dialog-dialog-server-4"), ("delete", "host", "dialog-dialog-server-5")]
     assert emu.resource_counts() == expected_counts(plan)

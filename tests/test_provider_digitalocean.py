@@ -332,7 +332,15 @@ def test_scale_dialog_servers_up_and_back_down(fake):
     assert_matches_plan(fake, five)
     assert_rerun_is_quiet(fake, five)
 
-    down = driver(fake).reconcile(three)
+    # The second line of defence (lib.removal_guard): a dialog server goes only when named.
+    calls = base.CallLog()
+    with pytest.raises(errors.InputError, match="will not delete dialog-dialog-server-4, "
+                                                "dialog-dialog-server-5"):
+        driver(fake, calls=calls).reconcile(three)
+    assert calls.mutating == []
+    assert_matches_plan(fake, five)
+    leaving = ["dialog-dialog-server-4", "dialog-dialog-server-5"]
+    down = driver(fake).reconcile(dict(three, remove_hosts=leaving))
     assert sorted((c["action"], c["kind"], c["name"]) for c in down) == [
         ("delete", "droplet", "dialog-dialog-server-4"),
         ("delete", "droplet", "dialog-dialog-server-5"),

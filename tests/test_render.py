@@ -598,3 +598,39 @@ def test_growing_the_dialog_servers_keeps_the_running_servers_config():
     proxy = file_of(after["dialog-proxy-1"], "/etc/dialog/nginx/nginx.conf")
     for server in with_role(grown, "dialog-server"):
         assert server["private_address"] + ":" in proxy
+
+
+@pytest.mark.parametrize("tier", ["mini", "small", "production"])
+def test_static_servers_publish_internal_ports_on_the_private_address_only(tier):
+    """A static server has no cloud firewall in front: every port the tier does not expose to
+    the internet is published on the private address, never on 0.0.0.0."""
+    context = dict(make_context(tier), provider="static")
+    catalog = default_catalog()
+    external = [(rule["role"], rule["protocol"], text)
+                for server in catalog.tier(tier)["servers"] for rule in server["ports"]
+                if rule["exposure"] == "external" for text in rule["ports"]]
+    seen_private = seen_public = 0
+    for host in context["hosts"]:
+        services = compose(render_host(context, host["name"]))["services"]
+        for service in services.values():
+            for entry in service.get("ports") or []:
+                number = int(entry.split("/")[0].rsplit(":", 1)[1].split("-")[0])
+                protocol = "udp" if entry.endswith("/udp") else "tcp"
+                public = any(p == protocol and int(t.split("-")[0]) <= number <=
+                             int(t.split("-")[-1]) and r in host["roles"]
+                             for r, p, t in external)
+                if public:
+                    seen_public += 1
+                    assert entry.count(":") == 1, entry
+                else:
+                    seen_private += 1
+                    assert entry.startswith(host["private_address"] + ":"), entry
+    assert seen_private and seen_public
+
+
+def test_cloud_servers_publish_on_every_address_behind_the_providers_firewall():
+    context = make_context("small")
+    for host in context["hosts"]:
+        services = compose(render_host(context, host["name"]))["services"]
+        for service in services.values():
+            assert all(entry.count(":") == 1 for entry in service.get("ports") or [])

@@ -147,7 +147,7 @@ def proxy_rendered():
     return render_host(context, proxy), hosts, context, proxy
 
 
-def run_prelude(request, answers, tmp_path):
+def run_prelude(request, answers, tmp_path, monkeypatch):
     """The host's compose step (COMPOSE_PRELUDE's before()) run here, `docker` stubbed: the
     commands it ran and its result."""
     namespace = {}
@@ -160,11 +160,12 @@ def run_prelude(request, answers, tmp_path):
         return answers(argv[6:])
 
     namespace["run"] = run
-    namespace["time"].sleep = lambda seconds: None
+    # The prelude's `time` is the process's own module: patched for this test only.
+    monkeypatch.setattr(namespace["time"], "sleep", lambda seconds: None)
     return namespace["before"](request), commands
 
 
-def test_only_nginx_conf_changed_reloads_nginx_and_recreates_nothing(tmp_path):
+def test_only_nginx_conf_changed_reloads_nginx_and_recreates_nothing(tmp_path, monkeypatch):
     rendered, _, _, _ = proxy_rendered()
     nginx_conf = [f["path"] for f in rendered["files"] if f["path"].endswith("nginx.conf")]
     assert nginx_conf and nginx_conf[0] in rendered["reload"]["nginx"]["paths"]
@@ -189,13 +190,13 @@ def test_only_nginx_conf_changed_reloads_nginx_and_recreates_nothing(tmp_path):
             item["sha256"] = "0" * 64
     request["compose"] = dict(bootstrap._compose_request(  # pylint: disable=protected-access
         rendered, checked, nginx_conf), marker=str(marker))
-    result, commands = run_prelude(request, answers, tmp_path)
+    result, commands = run_prelude(request, answers, tmp_path, monkeypatch)
     assert result["status"] == "reloaded", result
     assert not [c for c in commands if c[:1] == ["up"]], "nothing recreated"
     assert ["exec", "-T", "nginx", "nginx", "-t", "-q", "-c", nginx_conf[0]] in commands
     assert ["exec", "-T", "nginx", "nginx", "-s", "reload", "-c", nginx_conf[0]] in commands
     plan, _ = run_prelude(dict(request, compose=dict(request["compose"], mode="plan")),
-                          answers, tmp_path)
+                          answers, tmp_path, monkeypatch)
     assert plan["takes_down"] is False and plan["reload"] == ["nginx"]
 
 

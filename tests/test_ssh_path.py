@@ -30,8 +30,8 @@ MINI = host("d-mini-1", ["proxy", "web", "postgres"], "203.0.113.30")
                                                 ("static", "private")])
 def test_default_path_per_provider(provider, expected):
     assert ssh_path.resolve_via(None, provider) == expected
-    assert DialogAction.ssh_options({"provider": provider})["via"] == expected
-    assert DialogAction.ssh_options({"provider": provider, "ssh_address": "public"})["via"] \
+    assert DialogAction.login_options({"provider": provider})["via"] == expected
+    assert DialogAction.login_options({"provider": provider, "ssh_address": "public"})["via"] \
         == "public"
 
 
@@ -65,7 +65,7 @@ def test_login_user_comes_from_the_image_unless_the_profile_or_host_says():
     assert ssh_path.login_user(debian, "deploy") == "deploy"
     assert ssh_path.login_user(dict(debian, ssh_user="ops"), "deploy") == "ops"
     assert ssh_path.login_user(DB) == "root"      # a record from before login_user
-    assert DialogAction.ssh_options({"provider": "aws"})["user"] is None
+    assert DialogAction.login_options({"provider": "aws"})["user"] is None
     with pytest.raises(InputError) as caught:
         ssh_path.login_user(dict(DB, login_user=None, image="ami-0abc"))
     assert "ssh_user" in str(caught.value) and "ami-0abc" in str(caught.value)

@@ -27,6 +27,10 @@ import workflow_runner
 from explain_failure import ExplainFailureAction
 from lib.deployment_secrets import datastore_key
 from bootstrap_order import BootstrapOrderAction
+from dialog_action import DialogAction, _deployment
+from lib import operation_lock
+from lock import LockAction
+from unlock import UnlockAction
 from lib.errors import DialogError
 from lib.hosts.start_order import RunGate
 from lib.planner import build_plan
@@ -103,7 +107,48 @@ class ExplainingActions(object):
         return (ok if status else returned_error)(value)
 
 
-class CannedDialogActions(ExplainingActions):
+class _Step(DialogAction):
+    def run(self, **_):
+        raise NotImplementedError
+
+
+class RealLocks(object):
+    """dialog.lock and dialog.unlock as StackStorm runs them (the real actions) over one
+    datastore with st2's TTL semantics (local_runner.MemoryDatastore), and every other action
+    run under the real DialogAction hook: an action given lock_owner and a deployment is
+    refused when that owner does not hold the deployment's lock."""
+
+    def service(self, class_name):
+        if getattr(self, "store", None) is None:
+            self.store = local_runner.MemoryDatastore()
+        return local_runner.LocalActionService("dialog", class_name, self.store)
+
+    def real_lock_action(self, name, params):
+        cls = {"lock": LockAction, "unlock": UnlockAction}[name]
+        status, value = cls(config={}, action_service=self.service(cls.__name__)).run(**params)
+        return (ok if status else returned_error)(value)
+
+    def under_lock(self, params, call):
+        """call() -> (status, result), as DialogAction's reports_errors runs it."""
+        step = _Step(config={}, action_service=self.service("Step"))
+        try:
+            return step.holding_lock(params.get("lock_owner"), _deployment(params), call)
+        except DialogError as exc:
+            return returned_error(exc.to_result())
+
+    def holder(self, deployment="dialog"):
+        return operation_lock.holder_of(self.service("Test"), deployment)
+
+    @property
+    def locks(self):
+        """Deployments whose lock is held."""
+        self.service("Test")
+        self.store.expire()
+        return {name.split(".")[1] for name in self.store.items
+                if name.endswith(".operation_lock")}
+
+
+class CannedDialogActions(RealLocks, ExplainingActions):
     """execute(ref, input) for workflow_runner: the pack's actions as canned, stateful fakes.
 
     Bootstrapping prepares for BOOT_SECONDS, then waits for the hosts it needs like the real
@@ -136,7 +181,10 @@ class CannedDialogActions(ExplainingActions):
         name = ref.split(".", 1)[1]
         if name in self.crash:
             return self.crash[name]()
-        return getattr(self, name)(**action_params)
+        if name in ("lock", "unlock"):
+            return self.real_lock_action(name, action_params)
+        return self.under_lock(action_params, lambda: getattr(self, name)(**{
+            k: v for k, v in action_params.items() if k != "lock_owner"}))
 
     _ok = staticmethod(ok)
     _failed = staticmethod(returned_error)
@@ -147,7 +195,11 @@ class CannedDialogActions(ExplainingActions):
         options.pop("profile", None)
         return self._ok(build_plan(tier, provider=provider or "aws", **options))
 
-    def provision(self, tier, provider, dry_run, profile, **options):
+    def cassandra_settle(self, deployment, profile=None, plan=None, **_):
+        # Nothing owed in these runs (tests/test_cassandra_safety.py has the real action).
+        return self._ok({"deployment": deployment, "owed": [], "cleaned": [], "ring": None})
+
+    def provision(self, tier, provider, dry_run, profile, remove_hosts=(), **options):
         plan = build_plan(tier, provider=provider, **options)
         changes = [] if self.provisioned else [
             {"action": "create", "kind": "instance", "name": h["name"], "detail": h["size"]}
@@ -249,9 +301,10 @@ def test_each_host_starts_only_after_what_it_really_needs():
     refs = [ref for ref, _ in actions.calls]
     first, last = refs.index("dialog.bootstrap_host"), len(refs) - 1 - refs[::-1].index(
         "dialog.bootstrap_host")
-    assert refs[:first] == ["dialog.plan", "dialog.provision", "dialog.register_deployment",
-                            "dialog.bootstrap_order"]
-    assert refs[last + 1:] == ["dialog.create_admin", "dialog.status"]
+    assert refs[:first] == ["dialog.plan", "dialog.lock", "dialog.cassandra_settle",
+                            "dialog.provision",
+                            "dialog.register_deployment", "dialog.bootstrap_order"]
+    assert refs[last + 1:] == ["dialog.create_admin", "dialog.status", "dialog.unlock"]
 
     hosts = result.output["hosts"]
     booted = called(actions, "dialog.bootstrap_host")
@@ -543,3 +596,82 @@ def test_every_tier_deploys_every_host_once(tier):
     assert result.status == "succeeded", result.errors
     booted = sorted(p["host"] for p in called(actions, "dialog.bootstrap_host"))
     assert booted == sorted(h["name"] for h in result.output["hosts"])
+
+
+# --- the deployment's operation lock -------------------------------------------------------
+
+LONG_STEPS = ("dialog.provision", "dialog.register_deployment", "dialog.bootstrap_host",
+              "dialog.create_admin", "dialog.status")
+
+
+def test_a_deploy_takes_the_lock_after_the_plan_renews_it_in_every_long_step_and_frees_it():
+    actions = CannedDialogActions()
+    result = deploy(actions, tier="small")
+    assert result.status == "succeeded", result.errors
+    owner = called(actions, "dialog.lock")[0]["owner"]
+    assert called(actions, "dialog.lock")[0]["operation"] == "deploy"
+    for ref in LONG_STEPS:
+        assert {p["lock_owner"] for p in called(actions, ref)} == {owner}, ref
+    assert called(actions, "dialog.unlock") == [{"deployment": "dialog", "owner": owner}]
+    assert not actions.locks
+
+
+def test_a_deploy_while_a_scale_holds_the_lock_is_refused_before_any_provider_call():
+    actions = CannedDialogActions()
+    operation_lock.acquire(actions.service("ScalePrepareAction"), "dialog", "scale-exec-1",
+                           "scale", 1700000000, detail="role cassandra")
+    result = deploy(actions, tier="small")
+    assert result.status == "failed"
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.lock",
+                                                 "dialog.explain_failure"]
+    failure = result.output["failure"]
+    assert failure.startswith("deployment: dialog is busy: scale (role cassandra) is running, "
+                              "execution scale-exec-1, since 2023-11-14T22:13:20+00:00"), failure
+    assert "st2 key delete dialog.dialog.operation_lock" in failure
+    assert actions.holder()["owner"] == "scale-exec-1", "the scale's lock stays"
+
+
+def test_a_failed_deploy_frees_its_lock():
+    actions = CannedDialogActions(fail_once={"dialog-dialog-server-1"})
+    result = deploy(actions, tier="small")
+    assert result.status == "failed"
+    assert result.output["failure"].startswith("bootstrap: dialog-dialog-server-1")
+    refs = [ref for ref, _ in actions.calls]
+    assert refs[-2:] == ["dialog.explain_failure", "dialog.unlock"]
+    assert not actions.locks
+
+
+def test_a_deploy_given_lock_owner_re_enters_that_lock_and_leaves_it_held():
+    """What dialog.scale's reconcile does: the nested deploy runs under the scale's lock."""
+    actions = CannedDialogActions()
+    operation_lock.acquire(actions.service("Test"), "dialog", "scale-exec-1", "scale",
+                           1700000000)
+    result = deploy(actions, tier="small", lock_owner="scale-exec-1")
+    assert result.status == "succeeded", result.errors
+    assert called(actions, "dialog.lock")[0]["owner"] == "scale-exec-1"
+    assert {p["lock_owner"] for ref in LONG_STEPS for p in called(actions, ref)} == {
+        "scale-exec-1"}
+    assert not called(actions, "dialog.unlock")
+    assert actions.holder()["owner"] == "scale-exec-1"
+    assert actions.holder()["operation"] == "scale", "the outer operation still named"
+
+
+def test_a_step_of_a_deploy_that_lost_its_lock_is_refused_and_the_other_lock_stays():
+    """The lock expired (a stalled runner) and another operation took it: the next step
+    refuses to run, and the failed deploy does not free the other operation's lock."""
+    class Stolen(CannedDialogActions):
+        def provision(self, *args, **kwargs):
+            service = self.service("Other")
+            service.delete_value(operation_lock.lock_key("dialog"), local=False)
+            operation_lock.acquire(service, "dialog", "destroy-exec-9", "destroy", 1700000000)
+            return super(Stolen, self).provision(*args, **kwargs)
+
+    actions = Stolen()
+    result = deploy(actions, tier="small")
+    assert result.status == "failed"
+    refs = [ref for ref, _ in actions.calls]
+    assert refs[-3:] == ["dialog.register_deployment", "dialog.explain_failure",
+                         "dialog.unlock"]
+    assert "no longer holds the lock of dialog: destroy is running, execution destroy-exec-9" \
+        in result.output["failure"]
+    assert actions.holder()["owner"] == "destroy-exec-9"

@@ -20,17 +20,14 @@ import local_runner
 import workflow_runner
 from bootstrap_order import BootstrapOrderAction
 from fake_hosts import FakeHosts
-from lib import bootstrap
+from lib import bootstrap, operation_lock
 from lib.deployment_record import record_of, save_record
 from lib.deployment_secrets import ensure_secrets
 from lib.errors import DialogError
 from lib.planner import build_plan
 from scale_prepare import ScalePrepareAction
-from test_workflow_deploy import (ExplainingActions, inventory, ok, raised, returned_error,
-                                  timed_out)
-
-LOCK = "dialog.%s.scale_lock"
-
+from test_workflow_deploy import (ExplainingActions, RealLocks, inventory, ok, raised,
+                                  returned_error, timed_out)
 
 # The profile the real scale_prepare reads: the hosts' checks are rendered from it, Dialog's
 # images come from the operator's registry, and the runner reaches the hosts' private addresses
@@ -46,15 +43,15 @@ PREPARE_CONFIG = {"profiles": {"default": dict(ExplainingActions.config["profile
 class FakeProvider(object):
     """A provider driver that reports `hosts` as the deployment's inventory."""
 
-    def __init__(self, hosts):
-        self.hosts = hosts
+    def __init__(self, hosts, deployment="dialog"):
+        self.hosts, self.deployment = hosts, deployment
 
     def inventory(self, deployment):
-        assert deployment == "dialog"
+        assert deployment == self.deployment
         return list(self.hosts)
 
 
-class CannedScaleActions(ExplainingActions):
+class CannedScaleActions(RealLocks, ExplainingActions):
     """The pack's actions around a deployment held in memory: `hosts` is the inventory;
     `fail` maps an action name (or "bootstrap_host:<host>") to what it gives once instead of
     running: an error text (returned the way the real actions return one) or a callable giving
@@ -62,10 +59,10 @@ class CannedScaleActions(ExplainingActions):
 
     def __init__(self, tier="small-failover", fail=None, **counts):
         self.tier = tier
+        self.deployment = counts.get("deployment", "dialog")
         self.hosts = inventory(build_plan(tier, "aws", **counts))
         self.fail = dict(fail or {})
         self.calls = []
-        self.locks = set()
         self.lock = threading.Lock()
         # What the fake hosts answer the real scale_prepare's checks (see scale_prepare).
         self.sick, self.ring_states, self.free_bytes = set(), {}, {}
@@ -84,6 +81,12 @@ class CannedScaleActions(ExplainingActions):
                 if callable(outcome):
                     return outcome()
                 return returned_error({"error": outcome})
+        if name in ("lock", "unlock"):
+            return self.real_lock_action(name, action_params)
+        return self.under_lock(action_params, lambda: self._run(name, {
+            k: v for k, v in action_params.items() if k != "lock_owner"}))
+
+    def _run(self, name, action_params):
         if name in ("explain_failure", "scale_prepare"):  # real actions: (status, result)
             return getattr(self, name)(**action_params)
         try:
@@ -108,11 +111,11 @@ class CannedScaleActions(ExplainingActions):
             node["state"] = self.ring_states.get(host, node["state"])
             if host in self.free_bytes:
                 fleet[host].free_bytes = self.free_bytes[host]
-        hosts = self.hosts
+        hosts, deployment = self.hosts, self.deployment
 
         class Prepare(ScalePrepareAction):
             def driver(self, settings, provider, region):
-                return FakeProvider(hosts)
+                return FakeProvider(hosts, deployment)
 
         try:
             with mock.patch.object(bootstrap, "connect", fleet.connect):
@@ -126,14 +129,14 @@ class CannedScaleActions(ExplainingActions):
         """The deployment's record and secrets, as dialog.deploy left them."""
         if self._datastore is None:
             self._datastore = MockActionService(MockActionWrapper("dialog", "CannedScale"))
-            save_record(self._datastore, record_of(build_plan(self.tier, "aws"), "default"))
-            ensure_secrets(self._datastore, "dialog")
+            save_record(self._datastore, record_of(build_plan(
+                self.tier, "aws", deployment=self.deployment), "default"))
+            ensure_secrets(self._datastore, self.deployment)
         return self._datastore
 
-    def scale_release(self, deployment):
-        released = deployment in self.locks
-        self.locks.discard(deployment)
-        return {"deployment": deployment, "released": released}
+    def record_scaled(self, deployment, role, direction, before, after):
+        return {"deployment": deployment, "role": role, "last_scaled": {
+            "direction": direction, "from": before, "to": after, "completed_at": 0}}
 
     def _reconcile(self, dialog_servers=None, cassandra_nodes=None, **_):
         plan = build_plan(self.tier, "aws", dialog_servers=dialog_servers,
@@ -170,7 +173,19 @@ class CannedScaleActions(ExplainingActions):
     def status(self, deployment, hosts, **_):
         return {"healthy": True, "hosts": [], "endpoints": {}}
 
+    # The cleanups a join left owed (the datastore's dialog.<deployment>.pending_cleanup).
+    owed = ()
+
+    def cassandra_settle(self, deployment, profile=None, plan=None, **_):
+        cleaned, self.owed = list(self.owed), []
+        return {"deployment": deployment, "owed": cleaned, "cleaned": cleaned, "ring": None}
+
+    def cassandra_join(self, deployment, host, hosts, older=(), **_):
+        self.owed = [name for name in older if name != host]
+        return {"host": host, "state": "UN", "pending_cleanup": self.owed}
+
     def cassandra_cleanup(self, deployment, host, hosts, **_):
+        self.owed = [name for name in self.owed if name != host]
         return {"host": host, "cleanup": "done"}
 
     def cassandra_decommission(self, deployment, host, hosts, **_):
@@ -182,6 +197,11 @@ def scale(actions, **params):
     meta = local_runner.load_action_metadata("dialog.scale")
     inputs, _ = local_runner.prepare_parameters(meta, params)
     return workflow_runner.run_workflow("dialog.scale", inputs, execute=actions)
+
+
+def steps(actions):
+    """The actions run, but the settling of owed Cassandra cleanups (a no-op here)."""
+    return [n for n, _ in actions.calls if n != "cassandra_settle"]
 
 
 def order(actions):
@@ -251,6 +271,50 @@ def test_cassandra_out_adds_one_node_then_cleans_up_older_nodes_one_by_one():
                                         "dialog-cassandra-3"]
 
 
+def test_cassandra_out_starts_the_node_then_waits_for_un_before_the_reconcile():
+    actions = CannedScaleActions(tier="production")
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "succeeded", result.errors
+    names = [n for n, _ in actions.calls]
+    start = [i for i, (n, p) in enumerate(actions.calls)
+             if n == "bootstrap_host" and p["host"] == "dialog-cassandra-4"][0]
+    assert actions.calls[start][1]["joining"] == ["dialog-cassandra-4"]
+    assert names.index("cassandra_settle") < names.index("scale_prepare") \
+        < names.index("provision") < start < names.index("cassandra_join") \
+        < names.index("deploy" if "deploy" in names else "plan") \
+        < names.index("cassandra_cleanup")
+    assert actions.names("cassandra_join")[0]["older"] == [
+        "dialog-cassandra-1", "dialog-cassandra-2", "dialog-cassandra-3"]
+    assert actions.owed == []
+
+
+def test_a_join_that_fails_fails_the_scale_naming_the_node_and_cleans_nothing():
+    actions = CannedScaleActions(tier="production", fail={
+        "cassandra_join:dialog-cassandra-4": "dialog-cassandra-4 (10.0.0.9) still UJ after "
+                                             "43200s; the join keeps streaming"})
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "failed"
+    assert "join_wait: dialog-cassandra-4" in result.output["failure"]
+    assert "still UJ after 43200s" in result.output["failure"]
+    assert not actions.names("cassandra_cleanup") and not actions.locks
+
+
+def test_cleanups_a_failed_scale_left_owed_are_finished_first_by_the_next_one():
+    actions = CannedScaleActions(tier="production", fail={
+        "cassandra_cleanup:dialog-cassandra-2": "dialog-cassandra-2 (cassandra): nodetool "
+                                                "cleanup failed: interrupted"})
+    result = scale(actions, role="cassandra", delta=1)
+    assert result.status == "failed" and actions.owed == ["dialog-cassandra-2",
+                                                          "dialog-cassandra-3"]
+    actions.calls.clear()
+    result = scale(actions, role="dialog-server", delta=2)
+    assert result.status == "succeeded", result.errors
+    names = [n for n, _ in actions.calls]
+    assert names.index("cassandra_settle") < names.index("scale_prepare")
+    assert actions.names("cassandra_settle")[0]["deployment"] == "dialog"
+    assert actions.owed == []
+
+
 def test_cassandra_in_decommissions_before_the_host_goes():
     actions = CannedScaleActions(tier="production", cassandra_nodes=4)
     result = scale(actions, role="cassandra", count=3)
@@ -275,7 +339,7 @@ def test_requests_the_tier_forbids_are_refused_with_the_reason_and_nothing_chang
         result = scale(actions, **params)
         assert result.status == "failed", params
         assert message in result.output["failure"], (params, result.output["failure"])
-        assert [n for n, _ in actions.calls] == ["scale_prepare", "explain_failure"]
+        assert steps(actions) == ["lock", "scale_prepare", "explain_failure", "unlock"]
         assert actions.hosts == before and not actions.locks
 
 
@@ -290,7 +354,7 @@ def test_a_failure_mid_way_fails_with_the_reason_and_releases_the_lock():
     assert not actions.names("deploy") and not [
         p for p in actions.names("bootstrap_host") if "proxy" in p["host"]], \
         "proxies untouched while a new server is unhealthy"
-    assert actions.names("scale_release") and not actions.locks
+    assert actions.names("unlock") and not actions.locks
     # The hosts were created; a re-run finds 5 and reconciles nothing further.
     again = scale(actions, role="dialog-server", count=5)
     assert again.status == "succeeded" and again.output["before"] == 5
@@ -314,7 +378,7 @@ def test_a_joining_server_that_raises_is_named_and_the_lock_released():
     assert result.output["failure"] == (
         "join: dialog-dialog-server-4: crashed: paramiko.ssh_exception.SSHException: Error "
         "reading SSH protocol banner")
-    assert actions.names("scale_release") and not actions.locks
+    assert actions.names("unlock") and not actions.locks
     assert not [p for p in actions.names("bootstrap_host") if "proxy" in p["host"]]
 
 
@@ -349,19 +413,58 @@ def test_a_crash_inside_the_reconcile_deploy_is_passed_up_with_its_host():
     assert not actions.locks
 
 
-def test_a_prepare_that_raises_is_explained_and_releases_nothing():
+def test_a_prepare_that_raises_is_explained_and_the_lock_released():
     actions = CannedScaleActions(fail={"scale_prepare": lambda: raised(
         ConnectionRefusedError(111, "Connection refused"))})
-    actions.locks.add("dialog")  # another scale holds the lock: it must stay
     result = scale(actions, role="dialog-server", count=5)
     assert result.status == "failed"
     assert result.output["failure"] == (
         "prepare: crashed: ConnectionRefusedError: [Errno 111] Connection refused")
-    assert not actions.names("scale_release") and actions.locks == {"dialog"}
+    assert actions.names("unlock") and not actions.locks
+
+
+def test_a_scale_while_another_operation_holds_the_lock_is_refused_and_leaves_it():
+    actions = CannedScaleActions()
+    operation_lock.acquire(actions.service("Test"), "dialog", "deploy-exec-1", "deploy",
+                           1700000000, detail="tier small-failover")
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "failed"
+    assert result.output["failure"].startswith(
+        "deployment: dialog is busy: deploy (tier small-failover) is running, execution "
+        "deploy-exec-1, since 2023-11-14T22:13:20+00:00"), result.output["failure"]
+    assert [n for n, _ in actions.calls] == ["lock", "explain_failure"], "nothing checked"
+    assert actions.holder()["owner"] == "deploy-exec-1"
+
+
+def test_a_refused_decommission_releases_the_lock():
+    actions = CannedScaleActions(tier="production", cassandra_nodes=4, fail={
+        "cassandra_decommission": "dialog-cassandra-4: nodetool decommission failed: "
+                                  "Unsupported operation: Not enough live nodes"})
+    result = scale(actions, role="cassandra", count=3)
+    assert result.status == "failed", result.errors
+    assert result.output["failure"].startswith("decommission: dialog-cassandra-4: nodetool")
+    owner = actions.names("lock")[0]["owner"]
+    assert actions.names("unlock") == [{"deployment": "dialog", "owner": owner}]
+    assert not actions.locks and not actions.names("provision")
+
+
+def test_the_nested_deploy_re_enters_the_scales_lock_and_only_the_scale_releases_it():
+    actions = CannedScaleActions()
+    result = scale(actions, role="dialog-server", count=5)
+    assert result.status == "succeeded", result.errors
+    scale_lock, deploy_lock = actions.names("lock")
+    assert (scale_lock["operation"], deploy_lock["operation"]) == ("scale", "deploy")
+    owner = scale_lock["owner"]
+    assert deploy_lock["owner"] == owner, "the nested deploy re-enters, not refused"
+    long_steps = ("provision", "bootstrap_host", "create_admin", "status",
+                  "register_deployment")
+    assert {p["lock_owner"] for n, p in actions.calls if n in long_steps} == {owner}
+    assert actions.names("unlock") == [{"deployment": "dialog", "owner": owner}]
+    assert not actions.locks
 
 
 def test_a_failed_release_is_reported():
-    actions = CannedScaleActions(fail={"scale_release": lambda: timed_out(600)})
+    actions = CannedScaleActions(fail={"unlock": lambda: timed_out(600)})
     result = scale(actions, role="dialog-server", count=5)
     assert result.status == "failed", result.errors
     assert result.output["failure"] == "release: Action failed to complete in 600 seconds"
@@ -374,7 +477,7 @@ def test_a_misspelled_role_is_refused_in_one_line_before_anything_changes():
     assert result.output["failure"].startswith(
         "role: unknown value 'dialog-servers'; allowed values: ")
     assert "dialog-server," in result.output["failure"]
-    assert [n for n, _ in actions.calls] == ["scale_prepare", "explain_failure"]
+    assert steps(actions) == ["lock", "scale_prepare", "explain_failure", "unlock"]
 
 
 def test_dry_run_checks_without_changing_or_locking():

@@ -17,7 +17,7 @@ import uuid
 
 import jinja2
 
-from lib.catalog import default_catalog
+from lib.catalog import default_catalog, parse_port_range
 from lib.errors import InputError
 from lib.hosts.turn_peers import peer_rules
 from lib.hosts.volumes import rendered_volumes
@@ -214,6 +214,34 @@ def _check_inputs(context, host, images):
         raise InputError("secrets", "%s needs %s" % (host["name"], ", ".join(absent)))
 
 
+def publish_address(context, host, catalog):
+    """bind(role, purpose, protocol) -> the "address:" a compose port is published on.
+
+    Static servers publish the tier's internal ports on the host's private address only: no
+    security group or cloud firewall stands in front of them, and Docker's published ports
+    bypass most host firewalls. The nftables table the static driver applies (lib.hosts.
+    host_firewall) filters them too; this keeps them off public interfaces if that table is
+    ever flushed. On the clouds every port is published on all addresses and the provider's
+    firewall decides, as before."""
+    if context.get("provider") != "static":
+        return lambda role, purpose, protocol="tcp": ""
+    external = []
+    for server in catalog.tier(context["tier"])["servers"]:
+        for rule in server["ports"]:
+            if rule["exposure"] == "external":
+                external += [(rule["role"], rule["protocol"]) + parse_port_range(text)
+                             for text in rule["ports"]]
+    address = host["private_address"]
+    prefix = "[%s]:" % address if ":" in address else "%s:" % address
+
+    def bind(role, purpose, protocol="tcp"):
+        port = catalog.port(role, purpose)
+        public = any(r == role and p == protocol and low <= port <= high
+                     for r, p, low, high in external)
+        return "" if public else prefix
+    return bind
+
+
 def _model(context, host, images, catalog):
     """Everything the templates need, computed once (addresses sorted by index)."""
     hosts = context["hosts"]
@@ -254,6 +282,7 @@ def _model(context, host, images, catalog):
         "role_groups": [(role, hosts_with(hosts, role)) for role in catalog.role_names
                         if hosts_with(hosts, role)],
         "port": catalog.port,
+        "bind": publish_address(context, host, catalog),
         "web_app_health_path": WEB_APP_HEALTH_PATH,
         "env": _env_value,
     }

@@ -765,8 +765,10 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             "UseDNS no",
             "PrintMotd no",
             "PrintLastLog no",
-            "MaxStartups 100:30:200",
-            "MaxSessions 100",
+            # OpenSSH's defaults (sshd_config(5)), as on a cloud image: the pack must live
+            # with sshd dropping unauthenticated connections beyond 10.
+            "MaxStartups 10:30:100",
+            "MaxSessions 10",
             "Subsystem sftp internal-sftp",
             "SetEnv %s" % " ".join('"%s=%s"' % item for item in sorted(env.items())),
             "LogLevel INFO",

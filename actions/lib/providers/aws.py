@@ -509,7 +509,9 @@ class Driver(base.Driver):
             state = self._read(plan["deployment"])
             if not state.own_network:
                 self._check_operator_subnet(state, plan)
-            kept, _ = self._planned_instances(state, plan)
+            kept, extra = self._planned_instances(state, plan)
+            base.check_deletions(plan, [("%s-%s-%s" % (state.deployment, i["group"], i["index"]),
+                                         i["tags"].get(TAG_ROLES, "").split(",")) for i in extra])
             if len(kept) < len(plan["hosts"]):
                 self._image(state)      # a bad image fails the run before anything is made
             for step in (self._ensure_network, self._ensure_groups, self._ensure_hosts,
