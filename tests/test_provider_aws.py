@@ -288,6 +288,9 @@ class CrashAfter(CallLog):
             raise Crash("after mutating call %d (%s)" % (self.k, operation))
 
 
+# Slow by design: one crash and re-run per mutating call (about 60 cycles): 130 s on a
+# loaded 2-core machine.
+@pytest.mark.timeout(900)
 def test_a_crash_after_any_mutating_call_converges_on_the_next_run(emu):
     plan = plan_for("small-failover")
     planned_names = sorted((h["name"], str(h["index"])) for h in plan["hosts"])
@@ -362,6 +365,8 @@ def test_a_crash_before_naming_new_instances_maps_them_by_launch_index(emu):
     assert emu.resource_counts() == expected_counts(plan)
 
 
+# Slow by design: a crash and re-run per destroy call: 35 s on a loaded 2-core machine.
+@pytest.mark.timeout(300)
 def test_a_crash_during_destroy_converges_on_the_next_destroy(emu):
     plan = plan_for("mini")
     make_driver(emu).reconcile(plan)
@@ -379,6 +384,8 @@ def test_a_crash_during_destroy_converges_on_the_next_destroy(emu):
 
 # ---- throttling ---------------------------------------------------------------------------
 
+# Slow by design: botocore's backoff on every fifth request: 16 s on a loaded 2-core machine.
+@pytest.mark.timeout(240)
 def test_provision_succeeds_with_a_fifth_of_requests_throttled(emu):
     plan = plan_for("small-failover")
     throttler = Throttler(rate=0.2, seed=7)

@@ -56,6 +56,10 @@ from packaging.version import Version
 
 from test_conftest_st2 import HIDE_STACKSTORM, STANDIN_PATH
 
+# pip resolves against the package index here (45 s for the slowest test on a loaded machine;
+# pip's own calls are bounded at 600 s): the module's tests get more than the 60 s default.
+pytestmark = pytest.mark.timeout(900)
+
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(PACK_ROOT, "requirements.txt")
 COMPAT_DIR = os.path.join(PACK_ROOT, "devtools", "st2_compat")
