@@ -95,8 +95,9 @@ def bounds(monkeypatch):
     aws_driver = aws.Driver(profile={}, region="us-east-1")
     do_wait = signature_default(digitalocean.Driver.__init__, "droplet_timeout")
     return {
-        # paramiko gives the TCP connection, the banner and the login each the timeout.
-        "ssh_login": 3 * connect,
+        # paramiko gives the TCP connection, the banner and the login each the timeout, after
+        # up to one timeout of handshakes sshd dropped (bootstrap.HandshakeDropped).
+        "ssh_login": 4 * connect,
         # run_checks: a probe with no deadline of its own gets SSH_MARGIN.
         "health_probe_once": health.SSH_MARGIN,
         "nodetool_ring": ring,

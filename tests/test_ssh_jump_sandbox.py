@@ -93,7 +93,8 @@ def test_sessions_at_once_share_one_connection_to_the_proxy(sandbox, inventory):
         try:
             with operations.session(inventory[1], ssh(sandbox), hosts=inventory) as connection:
                 together.wait()
-                users.append([entry[1] for entry in gateways._OPEN.values()])
+                users.append([[entry[1] for entry in entries]
+                              for entries in gateways._OPEN.values()])
                 together.wait()
                 assert health.remote(connection, "hostname")[1].strip() == DB
         except Exception as exc:  # pylint: disable=broad-except
@@ -105,7 +106,8 @@ def test_sessions_at_once_share_one_connection_to_the_proxy(sandbox, inventory):
     for thread in threads:
         thread.join()
     assert not errors
-    assert users == [[8]] * 8     # one proxy connection, used by all eight
+    # One proxy connection, used by all eight (gateways.CHANNELS_PER_CONNECTION).
+    assert users == [[[8]]] * 8
     assert not gateways._OPEN     # closed with its last session
 
 

@@ -27,6 +27,7 @@ a private directory under /tmp and moved into place by root in one extra command
 import hashlib
 import io
 import posixpath
+import random
 import re
 import secrets
 import shlex
@@ -50,7 +51,10 @@ SCRIPT_TIMEOUT = 120.0
 UP_TIMEOUT = 900                # image pulls
 COMPOSE_TIMEOUT = 120 + 60 + UP_TIMEOUT + 30
 KEEPALIVE = 15
-LOGIN_BOUND = 3 * 30.0          # connect(): TCP, banner and auth each get its timeout
+# connect(): TCP, banner and auth each get its timeout, after up to one timeout of retried
+# handshakes that sshd dropped (HandshakeDropped).
+LOGIN_BOUND = 4 * 30.0
+HANDSHAKE_PAUSE_MAX = 4.0
 LOGIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 _NOOP = lambda message: None  # noqa: E731
@@ -58,8 +62,39 @@ _NOOP = lambda message: None  # noqa: E731
 
 # ----------------------------------------------------------------------------- connections
 
+class HandshakeDropped(ProviderError):
+    """sshd closed or reset the connection before its banner: what OpenSSH does to new
+    unauthenticated connections beyond MaxStartups (10:30:100 by default, sshd_config(5)), as
+    when every host of a deploy logs in through the same proxy at once. Worth another try."""
+
+
+def _dropped(exc):
+    if isinstance(exc, (EOFError, ConnectionResetError)):
+        return True
+    return isinstance(exc, paramiko.SSHException) and "protocol banner" in str(exc)
+
+
 def connect(address, user="root", key_file=None, private_key_text=None, port=22, timeout=30.0,
-            known_hosts=None, jump=None, host_keys=None, name=None):
+            known_hosts=None, jump=None, host_keys=None, name=None, sleep=time.sleep,
+            clock=time.monotonic):
+    """_connect_once(), tried again with a growing, jittered pause while sshd drops the
+    handshake (HandshakeDropped), for up to `timeout` seconds; then the last error."""
+    started = clock()
+    attempt = 0
+    while True:
+        try:
+            return _connect_once(address, user, key_file, private_key_text, port, timeout,
+                                 known_hosts, jump, host_keys, name)
+        except HandshakeDropped:
+            attempt += 1
+            pause = min(HANDSHAKE_PAUSE_MAX, 0.25 * 2 ** attempt) * random.uniform(0.5, 1.0)
+            if clock() - started + pause >= timeout:
+                raise
+            sleep(pause)
+
+
+def _connect_once(address, user="root", key_file=None, private_key_text=None, port=22,
+                  timeout=30.0, known_hosts=None, jump=None, host_keys=None, name=None):
     """An open fabric Connection to address:port as `user`.
 
     With key_file or private_key_text (an unencrypted ed25519, ECDSA or RSA key), only that key
@@ -143,7 +178,8 @@ def connect(address, user="root", key_file=None, private_key_text=None, port=22,
         raise ProviderError("%s: the host key differs from the known one" % where) from None
     except (paramiko.SSHException, OSError, EOFError) as exc:
         connection.close()
-        raise ProviderError("%s: cannot connect: %s" % (where, _reason(exc))) from None
+        error = HandshakeDropped if _dropped(exc) else ProviderError
+        raise error("%s: cannot connect: %s" % (where, _reason(exc))) from None
     except BaseException:
         connection.close()
         raise

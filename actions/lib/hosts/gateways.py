@@ -1,48 +1,58 @@
 """Shared SSH connections to jump hosts, one per jump host and process.
 
-Every host behind a proxy is reached over a direct-tcpip channel of one SSH connection to the
-proxy. Sessions opened at once (dialog.status checks every host concurrently) share that
-connection instead of opening one each: sshd drops new unauthenticated connections at random
-beyond MaxStartups (10 by default, sshd_config(5)), while the channels of one connection are
-not limited by MaxSessions, which counts only session channels. The connection closes when its
-last user releases it; a connection found dead is replaced.
+Every host behind a proxy is reached over a direct-tcpip channel of an SSH connection to the
+proxy. Sessions opened at once (dialog.status checks every host concurrently) share a few
+connections instead of opening one each: sshd drops new unauthenticated connections at random
+beyond MaxStartups (10 by default, sshd_config(5)). One connection carries at most
+CHANNELS_PER_CONNECTION of them, under OpenSSH's default MaxSessions of 10: with more, the
+sandbox's real sshd (at OpenSSH's defaults) closed channels mid-command. A connection closes
+when its last user releases it; a connection found dead is replaced.
 """
 
 import threading
 
 import fabric
 
+CHANNELS_PER_CONNECTION = 8
+
 _LOCK = threading.Lock()
-_OPEN = {}   # key -> [connection, users]
+_OPEN = {}   # key -> [[connection, users], ...]
+
+
+def _alive(connection):
+    return connection.transport is not None and connection.transport.is_active()
 
 
 def acquire(key, opener):
-    """An open connection for `key` (opened with opener() when there is none or it died);
-    release(key, connection) it when done."""
+    """An open connection for `key` with room for one more channel (opened with opener() when
+    there is none); release(key, connection) it when done."""
     with _LOCK:
-        entry = _OPEN.get(key)
-        if entry and entry[0].transport is not None and entry[0].transport.is_active():
-            entry[1] += 1
-            return entry[0]
-        if entry:
-            del _OPEN[key]
-            if entry[1] <= 0:
-                entry[0].close()
+        entries = _OPEN.setdefault(key, [])
+        for entry in list(entries):
+            if not _alive(entry[0]):
+                entries.remove(entry)      # dead: its last user closes it
+                if entry[1] <= 0:
+                    entry[0].close()
+            elif entry[1] < CHANNELS_PER_CONNECTION:
+                entry[1] += 1
+                return entry[0]
         # Opened under the lock: sessions started together wait for one handshake.
         connection = opener()
-        _OPEN[key] = [connection, 1]
+        entries.append([connection, 1])
         return connection
 
 
 def release(key, connection):
     with _LOCK:
-        entry = _OPEN.get(key)
-        if entry is None or entry[0] is not connection:
+        entry = next((e for e in _OPEN.get(key) or () if e[0] is connection), None)
+        if entry is None:
             connection.close()      # replaced meanwhile: its last user closes it
             return
         entry[1] -= 1
         if entry[1] <= 0:
-            del _OPEN[key]
+            _OPEN[key].remove(entry)
+            if not _OPEN[key]:
+                del _OPEN[key]
             connection.close()
 
 
