@@ -4,6 +4,7 @@ the whole status (the CI run that found it: "deployment auto: the connection fai
 EOFError")."""
 
 import contextlib
+import json
 
 from lib import operations
 
@@ -50,3 +51,29 @@ def test_a_host_that_keeps_dropping_is_that_hosts_error_not_the_status(monkeypat
     assert "dialog-proxy-1: the SSH connection dropped during the checks (EOFError, 2 attempts)" \
         == proxy["error"]
     assert server["healthy"] and server["error"] is None
+
+
+def test_a_probe_channel_closed_without_exit_status_is_a_dropped_connection(monkeypatch):
+    """paramiko gives -1 when the channel closed before the command ended; that says nothing
+    about the host's services, so the check is asked again on a new connection."""
+    outcomes = iter([(-1, "", ""), None])
+
+    def remote(connection, command, stdin=None, timeout=60.0):
+        outcome = next(outcomes)
+        if outcome:
+            return outcome
+        result = {"health": {"results": CHECK}}
+        return 0, operations.health.RESULT_MARK + json.dumps(result) + "\n", ""
+
+    @contextlib.contextmanager
+    def fake_session(host, ssh, hosts=None, **_):
+        yield type("Connection", (), {"user": "root"})()
+
+    monkeypatch.setattr(operations, "session", fake_session)
+    monkeypatch.setattr(operations, "render_host", lambda context, name: {
+        "host": name, "roles": ["proxy"], "checks": [{"name": "http", "role": "proxy"}]})
+    monkeypatch.setattr(operations.health, "remote", remote)
+    monkeypatch.setattr(operations.health, "probe_request", lambda rendered, **_: {})
+    monkeypatch.setattr(operations.health, "scrub_results", lambda rendered, results: results)
+    [checked] = operations.check_all({"hosts": HOSTS[:1]}, {})
+    assert checked["healthy"] and checked["error"] is None

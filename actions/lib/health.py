@@ -307,6 +307,10 @@ def probe_script(request, prelude=""):
         PROBE_SOURCE, prelude, json.dumps(request, sort_keys=True))
 
 
+class ConnectionDropped(ProviderError):
+    """The SSH channel of a command closed without an exit status."""
+
+
 def run_probe(connection, rendered, request, prelude="", timeout=None, step="health check"):
     """Run the probe once on the host; return its result dict ({"before": ..., "health": ...}).
 
@@ -324,6 +328,11 @@ def run_probe(connection, rendered, request, prelude="", timeout=None, step="hea
     for line in reversed(out.splitlines()):
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK):])
+    if status == -1:
+        # paramiko's exit status when the channel closed without one: the connection (or the
+        # jump under it) went away, or sshd killed the command; the host's services may be fine.
+        raise ConnectionDropped("%s: %s: the SSH channel closed before the probe ended (no exit "
+                                "status)" % (label, step))
     if status == 127:
         raise ResourceFailed("%s: %s: python3 is missing on the host (the Debian and Ubuntu "
                              "images the pack deploys on have it)" % (label, step))

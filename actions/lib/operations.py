@@ -156,7 +156,7 @@ def bootstrap_one(context, name, ssh, health_timeout=600, ssh_wait=DEFAULT_SSH_W
 
 # An SSH connection that drops after it opened (a proxy's sshd restarted under a jump, a reset
 # on a busy network) surfaces as one of these from paramiko, outside lib.errors.
-DROPPED = (EOFError, OSError, paramiko.SSHException)
+DROPPED = (health.ConnectionDropped, EOFError, OSError, paramiko.SSHException)
 CHECK_ATTEMPTS = 2
 
 
@@ -171,10 +171,6 @@ def _check_host(context, host, ssh, attempts=CHECK_ATTEMPTS):
                 checks = health.run_checks(connection, rendered)
             record.update(checks=checks, healthy=all(c["ok"] for c in checks), error=None)
             return record
-        except DialogError as exc:
-            # One unreachable host must not hide the others' health.
-            record.update(checks=[], healthy=False, error=str(exc))
-            return record
         except DROPPED as exc:
             # A dropped connection says nothing about the host's services: ask again on a
             # new one before calling it unhealthy.
@@ -183,6 +179,10 @@ def _check_host(context, host, ssh, attempts=CHECK_ATTEMPTS):
                           error="%s: the SSH connection dropped during the checks (%s, %d "
                                 "attempt%s)" % (host["name"], reason, attempt,
                                                 "" if attempt == 1 else "s"))
+        except DialogError as exc:
+            # One unreachable host must not hide the others' health.
+            record.update(checks=[], healthy=False, error=str(exc))
+            return record
     return record
 
 

@@ -765,10 +765,13 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
             "UseDNS no",
             "PrintMotd no",
             "PrintLastLog no",
-            # OpenSSH's defaults (sshd_config(5)), as on a cloud image: the pack must live
+            # OpenSSH's default (sshd_config(5)), as on a cloud image: the pack must live
             # with sshd dropping unauthenticated connections beyond 10.
             "MaxStartups 10:30:100",
-            "MaxSessions 10",
+            # Kinder than OpenSSH's default of 10: with 10, a health probe's channel was now and
+            # then closed without an exit status on a loaded machine, cause not found yet (the
+            # pack retries such a check once; see the README's sandbox section).
+            "MaxSessions 100",
             "Subsystem sftp internal-sftp",
             "SetEnv %s" % " ".join('"%s=%s"' % item for item in sorted(env.items())),
             "LogLevel INFO",

@@ -37,7 +37,12 @@ def acquire(key, opener):
                 entry[1] += 1
                 return entry[0]
         # Opened under the lock: sessions started together wait for one handshake.
-        connection = opener()
+        try:
+            connection = opener()
+        except BaseException:
+            if not entries:
+                del _OPEN[key]
+            raise
         entries.append([connection, 1])
         return connection
 
