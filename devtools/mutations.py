@@ -129,8 +129,7 @@ MUTATIONS = [
         "taking the deployment's lock never reports it held by another operation",
         [Edit("actions/lib/operation_lock.py",
               "    if holder and holder.get(\"owner\") != owner:\n        raise LockHeld",
-              "    if False:\n        raise LockHeld")],
-        [Edit("actions/lib/scale_lock.py", "    if held:\n", "    if False:\n")]),
+              "    if False:\n        raise LockHeld")]),
     Mutation(
         "decommission-failure-keeps-lock",
         "a failed decommission ends dialog.scale without releasing the lock",
