@@ -59,6 +59,7 @@ import errno
 import fcntl
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
@@ -73,13 +74,19 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zipfile
 
 import yaml
 
 try:
-    from . import coturn_standin
+    from . import coturn_standin, real_servers
+    from .real_servers import container as real_container
 except ImportError:     # run as a script on a host: the modules are beside it
+    sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "real_servers.zip"))
     import coturn_standin  # pylint: disable=import-error
+    import real_servers  # pylint: disable=import-error
+    from real_servers import container as real_container  # pylint: disable=import-error
 
 STATE_DIR = os.environ.get("FAKE_DOCKER_STATE", "/var/lib/dialog/fake-docker")
 LOG_DIR = os.environ.get("FAKE_DOCKER_LOGS", "/var/log/dialog/fake-docker")
@@ -602,6 +609,8 @@ def cassandra_settings(project, service, svc):
 def start_container(project, service, state):
     """Start the fake container process for service; updates state. Raises DockerError."""
     svc = project["services"][service]
+    if real_servers.for_image(svc["image"]) is not None:
+        return start_real_container(project, service, state)
     name = svc["name"]
     record = state["containers"].get(name)
     if not record or record.get("config_hash") != svc["config_hash"]:
@@ -656,6 +665,98 @@ def start_container(project, service, state):
     state["containers"][name] = record
     # Not waited for: once this CLI exits, the container is re-parented (to the host's init).
     child.returncode = 0
+    return record
+
+
+def host_private_address():
+    """The host's address the way compose's DNS would answer for a service: its first
+    private IPv4 address (a DigitalOcean host's public one is on eth0)."""
+    out = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
+                             capture_output=True, text=True, check=False, timeout=5).stdout
+    found = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
+    private = [a for a in found if re.match(r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.)", a)]
+    return (private + found + ["127.0.0.1"])[0]
+
+
+def real_mounts(project, svc):
+    """[(host path, container path, read only)] of the service's volumes."""
+    mounts = []
+    for entry in svc["raw"].get("volumes") or []:
+        if not isinstance(entry, str):
+            raise DockerError("services.%s.volumes: the sandbox's real-server containers take "
+                              "the short volume syntax only" % svc["name"])
+        parts = entry.split(":")
+        source = parts[0]
+        if not source.startswith("/"):  # a named volume: Docker keeps it in its own storage
+            source = _path("volumes", "%s_%s" % (project["name"], source))
+        options = parts[2].split(",") if len(parts) > 2 else []
+        mounts.append((source, parts[1].rstrip("/") or "/", "ro" in options))
+    return mounts
+
+
+def start_real_container(project, service, state):
+    """Start Debian's own server for the service's image (real_servers): see that package."""
+    svc = project["services"][service]
+    module = real_servers.for_image(svc["image"])
+    name = svc["name"]
+    for port in svc["ports"]:
+        if port["host_port"] and port["host_port"] != port["container_port"]:
+            raise DockerError("services.%s.ports: the sandbox runs %s as a real server in the "
+                              "host's network: publish it on the same port (%d:%d)" % (
+                                  service, svc["image"], port["container_port"],
+                                  port["container_port"]))
+    record = state["containers"].get(name)
+    if not record or record.get("config_hash") != svc["config_hash"]:
+        record = {"id": uuid.uuid4().hex + uuid.uuid4().hex, "name": name,
+                  "project": project["name"], "service": service, "image": svc["image"],
+                  "command": svc["command"], "config_hash": svc["config_hash"],
+                  "config_files": [project["file"]], "working_dir": project["dir"],
+                  "ports": [dict(p, host_port=p["host_port"] or p["container_port"])
+                            for p in svc["ports"]],
+                  "health": svc["healthcheck"], "created": time.time(),
+                  "pid": None, "started": None, "real": module.__name__.rsplit(".", 1)[-1]}
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(LOG_DIR, name + ".log"))
+    command = svc["command"]
+    if isinstance(command, str):
+        command = command.split()
+    spec = {"name": name, "service": service, "project": project["name"],
+            "image": svc["image"], "environment": svc["environment"], "command": command,
+            "mounts": real_mounts(project, svc), "address": host_private_address(),
+            "project_dir": project["dir"], "log": os.path.join(LOG_DIR, name + ".log"),
+            "services": sorted(project["services"]),
+            "exit_file": _path("containers", name + ".exit"),
+            "etc_dir": _path("containers", name + ".etc")}
+    spec_path = _path("containers", name + ".json")
+    write_json(spec_path, spec)
+    with contextlib.suppress(OSError):
+        os.unlink(spec["exit_file"])
+    os.makedirs(LOG_DIR, exist_ok=True)
+    with open(spec["log"], "ab") as log:
+        child = subprocess.Popen(  # pylint: disable=consider-using-with
+            real_container.launch_argv(sys.executable, os.path.abspath(__file__), spec_path),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+            start_new_session=True, cwd="/")
+    record.update(pid=child.pid, started=time.time(), spec=spec, exit_file=spec["exit_file"])
+    state["containers"][name] = record
+    # Docker returns once the process runs; this waits until the published TCP ports listen,
+    # so a server that refuses its configuration and exits at start fails `up` with its log.
+    seconds = getattr(module, "START_SECONDS", 60)
+    deadline = time.monotonic() + seconds
+    while child.poll() is None and time.monotonic() < deadline and \
+            not real_container.listening(record["ports"]):
+        time.sleep(0.1)
+    if child.poll() is not None:
+        raise DockerError("Error response from daemon: container %s (%s) exited with status "
+                          "%s at start; its log ends:\n%s" % (
+                              name, record["id"][:12], child.returncode,
+                              real_container.log_tail(spec["log"])))
+    if not real_container.listening(record["ports"]):
+        warn("container %s: its published ports do not listen after %ss" % (name, seconds))
+    child.returncode = 0
+    return record
 
 
 DATA_ROOT = "/var/lib/dialog/"
@@ -776,11 +877,14 @@ def remove_container(state, name):
     for sig, seconds in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
         if container_running(record):
             with contextlib.suppress(OSError):
-                os.kill(record["pid"], sig)
+                if record.get("real") and sig == signal.SIGKILL:
+                    os.killpg(record["pid"], sig)  # the whole container, as Docker kills it
+                else:
+                    os.kill(record["pid"], sig)
         deadline = time.monotonic() + (seconds or float("inf"))
         while container_running(record) and time.monotonic() < deadline:
             time.sleep(0.02)
-    for suffix in (".json", ".ready", ".sock"):
+    for suffix in (".json", ".ready", ".sock", ".exit"):
         with contextlib.suppress(OSError):
             os.unlink(_path("containers", name + suffix))
 
@@ -1374,12 +1478,16 @@ def ports_text(ports):
 
 def container_row(record):
     running = container_running(record)
+    code = 137
+    if record.get("real") and not running:
+        code = real_container.exit_status(record)
+        code = 137 if code is None else code
     health = "healthy" if running and record.get("health") else ""
     command = record.get("command")
     return {
         "Command": '"%s"' % (" ".join(command) if isinstance(command, list) else command or ""),
         "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(record["created"])),
-        "ExitCode": 0 if running else 137, "Health": health, "ID": record["id"][:12],
+        "ExitCode": 0 if running else code, "Health": health, "ID": record["id"][:12],
         "Image": record["image"], "Labels": "com.docker.compose.project=%s,"
         "com.docker.compose.service=%s" % (record["project"], record["service"]),
         "LocalVolumes": "0", "Mounts": "", "Name": record["name"], "Names": record["name"],
@@ -1389,7 +1497,7 @@ def container_row(record):
                         "PublishedPort": p["host_port"], "Protocol": p["protocol"]}
                        for p in record["ports"]],
         "State": "running" if running else "exited",
-        "Status": ("Up (healthy)" if health else "Up") if running else "Exited (137)"}
+        "Status": ("Up (healthy)" if health else "Up") if running else "Exited (%d)" % code}
 
 
 def cmd_version(args):
@@ -1566,7 +1674,8 @@ def compose_logs(opts, args):
 
 
 def compose_exec(opts, args):
-    _, rest = parse_args(args, flags=("-T",), positional="stop")
+    options, rest = parse_args(args, flags=("-T",), valued=("-u", "--user", "-e", "--env"),
+                               positional="stop")
     if len(rest) < 2:
         raise DockerError("'docker compose exec' requires at least 2 arguments")
     (service, program), args = rest[:2], rest[2:]
@@ -1576,6 +1685,13 @@ def compose_exec(opts, args):
     record = read_state()["containers"].get(project["services"][service]["name"])
     if not record or not container_running(record):
         raise DockerError('service "%s" is not running' % service)
+    if record.get("real"):
+        env = dict(item.partition("=")[::2] for item in
+                   (options.get("-e"), options.get("--env")) if item)
+        argv = real_container.exec_argv(
+            record, real_servers.for_image(record["image"]),
+            options.get("-u") or options.get("--user"), env, [program] + args)
+        return subprocess.call(argv)
     values = dict(zip(args, args[1:]))  # option -> the argument after it
     if os.path.basename(program) == "nginx" and is_nginx(record):
         return nginx_exec(record, args)
@@ -1862,6 +1978,9 @@ NO_SOCKET = ("permission denied while trying to connect to the Docker daemon soc
 def main(argv):
     if argv[:1] == ["_container"]:
         return serve_container(argv[1])
+    if argv[:1] == ["_real_container"]:
+        return real_container.supervise(argv[1], real_servers.for_image(
+            read_json(argv[1])["image"]))
     try:
         if not argv:
             print("Usage:  docker COMMAND  (sandbox stand-in: %s)" % ", ".join(sorted(COMMANDS)))
@@ -1895,9 +2014,24 @@ def package_files(python=None, config=None):
     files["docker"] = (("#!/bin/sh\n# Sandbox stand-in for Docker (devtools/sandbox/"
                         "fake_docker.py).\nexec '%s' \"$(dirname \"$0\")/fake_docker.py\" "
                         "\"$@\"\n" % python.replace("'", "'\\''")).encode(), 0o755)
+    files["real_servers.zip"] = (real_servers_zip(), 0o644)
     if config is not None:
         files[os.path.basename(CONFIG_FILE)] = (json.dumps(config, indent=1).encode(), 0o644)
     return files
+
+
+def real_servers_zip():
+    """The real_servers package as a zip beside fake_docker.py (the sandbox's apt stand-in
+    installs flat files into /usr/local/bin only); Python imports packages from zips."""
+    buffer = io.BytesIO()
+    package = os.path.dirname(os.path.abspath(real_servers.__file__))
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry in sorted(os.listdir(package)):
+            if entry.endswith((".py", ".sh")):
+                info = zipfile.ZipInfo("real_servers/" + entry, (1980, 1, 1, 0, 0, 0))
+                with open(os.path.join(package, entry), "rb") as source:
+                    archive.writestr(info, source.read(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
 
 
 def install(bin_dir, python=None, config=None):
