@@ -41,10 +41,12 @@ def _login(ssh, host):
 
 
 @contextlib.contextmanager
-def session(host, ssh, wait=None, progress=_noop, hosts=None):
+def session(host, ssh, wait=None, progress=_noop, hosts=None, timeout=None):
     """An SSH connection to a host of the inventory, closed on exit. With `wait` seconds, the
     host is first given that long to accept SSH (a new host is still booting). `hosts`, the
-    deployment's inventory, holds the proxy that ssh_address jump goes through."""
+    deployment's inventory, holds the proxy that ssh_address jump goes through. `timeout`:
+    seconds each step of the login may take (bootstrap.connect's default otherwise; the health
+    sensor's probes use a short one)."""
     address, proxy = ssh_path.route(host, ssh.get("via") or "private", hosts)
     login = _login(ssh, host)
     if proxy is not None:
@@ -55,7 +57,8 @@ def session(host, ssh, wait=None, progress=_noop, hosts=None):
         progress("%s: waiting for SSH at %s" % (host["name"], where))
         waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait, **login)
         progress("%s: SSH ready after %.1fs" % (host["name"], waited))
-    connection = bootstrap.connect(address, name=host["name"], **login)
+    connection = bootstrap.connect(address, name=host["name"],
+                                   **dict(login, **({"timeout": timeout} if timeout else {})))
     try:
         yield connection
     finally:
