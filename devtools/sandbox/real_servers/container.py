@@ -94,8 +94,9 @@ def _become(user):
     return change
 
 
-def _mount(*args):
-    subprocess.run(["mount"] + list(args), check=True, capture_output=True, text=True)
+def _mount(*args, pass_fds=()):
+    subprocess.run(["mount"] + list(args), check=True, capture_output=True, text=True,
+                   pass_fds=pass_fds)
 
 
 def _make_target(target, is_dir):
@@ -142,19 +143,25 @@ def setup_namespace(spec, module):
     os.makedirs(etc_dir, exist_ok=True)
     files = _accounts(module, etc_dir)
     files["hosts"] = _hosts_file(spec, etc_dir)
+    for name, source in files.items():
+        _mount("--bind", source, "/etc/" + name)
+    # Sources are held open first: the tmpfs below may hide their paths (a source in /tmp).
+    sources = []
+    for source, target, read_only in sorted(spec["mounts"], key=lambda m: m[1].count("/")):
+        if not os.path.exists(source):
+            os.makedirs(source, exist_ok=True)  # Docker creates a missing bind source dir
+        sources.append((os.open(source, os.O_PATH), os.path.isdir(source), target, read_only))
     for target in PRIVATE + tuple(getattr(module, "PRIVATE_DIRS", ())):
         _make_target(target, True)
         _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", target)
     os.chmod("/tmp", 0o1777)
-    for source, target, read_only in sorted(spec["mounts"], key=lambda m: m[1].count("/")):
-        if not os.path.exists(source):
-            os.makedirs(source, exist_ok=True)  # Docker creates a missing bind source dir
-        _make_target(target, os.path.isdir(source))
-        _mount("--bind", source, target)
+    for fd, is_dir, target, read_only in sources:
+        _make_target(target, is_dir)
+        # --no-canonicalize: the kernel follows /proc/self/fd/N to the held source itself.
+        _mount("--no-canonicalize", "--bind", "/proc/self/fd/%d" % fd, target, pass_fds=(fd,))
         if read_only:
             _mount("-o", "remount,bind,ro", target)
-    for name, source in files.items():
-        _mount("--bind", source, "/etc/" + name)
+        os.close(fd)
     for path in HIDDEN:
         if os.path.isdir(path) and not any(m[1] == path or m[1].startswith(path + "/")
                                            for m in spec["mounts"]):
