@@ -12,12 +12,13 @@ class BootstrapHostAction(DialogAction):
     @reports_errors
     def run(self, deployment, host, hosts, tier=None, with_storage=None, profile=None,
             health_timeout=600, ssh_timeout=600, joining=None, run_id=None, needs=None,
-            dependency_timeout=3600):
+            dependency_timeout=3600, replacing=None):
         started = time.monotonic()
         settings = self.profile(profile)
         context = self.deployment_context(settings, deployment, hosts, tier, with_storage,
                                           files=True)
         context["joining"] = joining or []
+        context["replacing"] = replacing or {}
         gate = None
         if run_id:
             # The markers are shared by every bootstrap_host of the run: outside the action's

@@ -296,3 +296,41 @@ def ensure_replication(connection, rendered, nodes, peers=(), progress=None):
             say("%s: nodetool repair -full %s done on %d node(s)" % (
                 rendered["host"], keyspace, len(targets)))
     return results
+
+
+# ---- replacing a dead node --------------------------------------------------------------------
+# Cassandra's "Replacing a dead node" (Apache Cassandra 4.1 docs, Operating > Adding, replacing,
+# moving and removing nodes): the node to replace must be down, and a replacement streams its
+# ranges from the live replicas. A second node down or still streaming during it can leave a
+# range with no live replica to stream from, or two topology changes overlapping: one change at
+# a time, on an otherwise healthy ring.
+
+def replace_gate(nodes, dead_address, names=None):
+    """Refuse (ResourceFailed naming every offender) unless `dead_address` reads DN in `nodes`
+    (parse_status rows, read from a node other than the dead one) and every other node reads
+    UN. names: {address: host name} for the message. Returns {"dead", "others"} when the ring
+    may be touched: the dead address and the UN addresses that will stream to the replacement."""
+    names = names or {}
+
+    def label(address):
+        return "%s (%s)" % (names[address], address) if address in names else address
+
+    dead = [n for n in nodes if n["address"] == dead_address]
+    others = [n for n in nodes if n["address"] != dead_address]
+    wrong = []
+    if not dead:
+        wrong.append("%s is not in the ring (nothing to replace: a node that never joined, or "
+                     "one already replaced or removed)" % label(dead_address))
+    elif dead[0]["state"] != "DN":
+        wrong.append("%s is %s, not DN (down, normal): Cassandra refuses to replace a live "
+                     "node" % (label(dead_address), describe_state(dead[0]["state"])))
+    wrong += ["%s is %s" % (label(n["address"]), describe_state(n["state"]))
+              for n in others if n["state"] != "UN"]
+    if not others:
+        wrong.append("no other node answered: a replacement streams from live replicas")
+    if wrong:
+        raise ResourceFailed("cassandra replacement of %s refused: %s; a replacement needs the "
+                             "dead node DN and every other node UN (one topology change at a "
+                             "time): `st2 run dialog.status` shows the ring"
+                             % (label(dead_address), "; ".join(wrong)))
+    return {"dead": dead_address, "others": sorted(n["address"] for n in others)}

@@ -18,6 +18,7 @@ import uuid
 import jinja2
 
 from lib.catalog import default_catalog, parse_port_range
+from lib.cassandra_replace import replace_address
 from lib.errors import InputError
 from lib.hosts.turn_peers import peer_rules
 from lib.hosts.volumes import rendered_volumes
@@ -268,6 +269,8 @@ def _model(context, host, images, catalog):
         "dialog": dialog,
         "dialog_seeds": dialog_seeds(hosts, context.get("joining")),
         "joining": list(context.get("joining") or ()),
+        # dialog.deploy's `replacing`: the dead node's address this Cassandra host replaces.
+        "replace_address": replace_address(context.get("replacing"), host, hosts),
         "voice": hosts_with(hosts, "voice"),
         "push": hosts_with(hosts, "push"),
         "web": hosts_with(hosts, "web"),
@@ -367,7 +370,9 @@ def _checks(model, catalog):
         # take hours); dialog.cassandra_join then waits for UN with progress.
         add("cassandra ring", "cassandra", "cassandra", "cassandra", port("cassandra", "cql"),
             command=["nodetool", "status"])
-        joining = model["host"]["name"] in (model.get("joining") or ())
+        # A replacement streams the dead node's ranges at UJ as a joining node does.
+        joining = model["host"]["name"] in (model.get("joining") or ()) or \
+            bool(model.get("replace_address"))
         checks[-1]["states"] = ["UN", "UJ"] if joining else ["UN"]
     if "s3-gateway" in roles:
         add("rgw http", "s3-gateway", "rgw", "http", port("s3-gateway", "rgw"), "/")

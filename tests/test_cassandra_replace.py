@@ -1,0 +1,189 @@
+"""Replacing a dead Cassandra node: dialog.deploy's `replacing`, checked at the plan, rendered
+as replace_address_first_boot on that host only, and the ring gate the heal workflow uses."""
+
+import pytest
+import yaml
+
+from lib.cassandra_ops import replace_gate
+from lib.cassandra_replace import check_replacing
+from lib.errors import InputError, ResourceFailed
+from lib.planner import build_plan
+from lib.render import render_host
+from test_render import compose, make_context
+from test_workflow_deploy import RealPlan, called, deploy
+
+JVM = "JVM_EXTRA_OPTS"
+
+
+def ring(*rows):
+    return [{"state": state, "address": address, "load_bytes": 1} for state, address in rows]
+
+
+# ---- replace_gate ------------------------------------------------------------------------------
+
+def test_gate_passes_a_dead_node_on_an_otherwise_normal_ring():
+    nodes = ring(("UN", "10.40.16.4"), ("DN", "10.40.16.5"), ("UN", "10.40.16.6"))
+    assert replace_gate(nodes, "10.40.16.5") == {"dead": "10.40.16.5",
+                                                 "others": ["10.40.16.4", "10.40.16.6"]}
+
+
+def test_gate_refuses_a_live_node():
+    nodes = ring(("UN", "10.40.16.4"), ("UN", "10.40.16.5"), ("UN", "10.40.16.6"))
+    with pytest.raises(ResourceFailed) as caught:
+        replace_gate(nodes, "10.40.16.5", names={"10.40.16.5": "dialog-cassandra-2"})
+    assert "dialog-cassandra-2 (10.40.16.5) is UN (up, normal), not DN" in str(caught.value)
+
+
+@pytest.mark.parametrize("other", ["DN", "UJ", "UL", "UM"])
+def test_gate_refuses_while_another_node_is_not_un_naming_it(other):
+    nodes = ring(("UN", "10.40.16.4"), ("DN", "10.40.16.5"), (other, "10.40.16.6"))
+    with pytest.raises(ResourceFailed) as caught:
+        replace_gate(nodes, "10.40.16.5", names={"10.40.16.6": "dialog-cassandra-3"})
+    message = str(caught.value)
+    assert "dialog-cassandra-3 (10.40.16.6) is %s" % other in message
+    assert "10.40.16.4" not in message
+
+
+def test_gate_refuses_an_address_not_in_the_ring():
+    with pytest.raises(ResourceFailed, match="10.40.16.9 is not in the ring"):
+        replace_gate(ring(("UN", "10.40.16.4"), ("UN", "10.40.16.6")), "10.40.16.9")
+
+
+def test_gate_refuses_when_no_other_node_answers():
+    with pytest.raises(ResourceFailed, match="no other node answered"):
+        replace_gate(ring(("DN", "10.40.16.5")), "10.40.16.5")
+
+
+# ---- check_replacing (dialog.plan, before any provider call) -----------------------------------
+
+PLAN = build_plan("small-failover", "aws")
+
+
+def test_check_accepts_a_cassandra_host_and_a_vpc_address():
+    assert check_replacing({"dialog-cassandra-2": " 10.40.16.12"}, PLAN) == {
+        "dialog-cassandra-2": "10.40.16.12"}
+    assert check_replacing({}, PLAN) == {} and check_replacing(None, PLAN) == {}
+
+
+@pytest.mark.parametrize("replacing,field,words", [
+    ({"dialog-proxy-1": "10.40.16.12"}, "replacing", "not a Cassandra host of this plan; "
+     "Cassandra hosts: dialog-cassandra-1, dialog-cassandra-2, dialog-cassandra-3"),
+    ({"dialog-cassandra-2": "10.99.0.12"}, "replacing.dialog-cassandra-2",
+     "10.99.0.12 is not a private address of the deployment's network; networks: "
+     "10.40.0.0/16"),
+    ({"dialog-cassandra-2": "203.0.113.5"}, "replacing.dialog-cassandra-2", "203.0.113.5 is "
+     "not a private address"),
+    ({"dialog-cassandra-2": "cassandra-2"}, "replacing.dialog-cassandra-2", "not an IPv4"),
+    ({"dialog-cassandra-1": "10.40.16.11", "dialog-cassandra-2": "10.40.16.12"}, "replacing",
+     "one Cassandra node at a time"),
+    (["dialog-cassandra-2"], "replacing", "give an object"),
+])
+def test_check_refuses_naming_the_field(replacing, field, words):
+    with pytest.raises(InputError) as caught:
+        check_replacing(replacing, PLAN)
+    assert caught.value.field == field
+    assert words in str(caught.value)
+
+
+def test_check_on_digitalocean_takes_rfc1918_and_refuses_a_single_node_ring():
+    plan = build_plan("small-failover", "digitalocean")
+    assert check_replacing({"dialog-cassandra-3": "10.118.0.7"}, plan) == {
+        "dialog-cassandra-3": "10.118.0.7"}
+    with pytest.raises(InputError, match="not a private address"):
+        check_replacing({"dialog-cassandra-3": "100.64.0.7"}, plan)
+    with pytest.raises(InputError, match="this plan has 1: restore from a backup"):
+        check_replacing({"dialog-cassandra-1": "10.40.16.3"}, build_plan("small", "aws"))
+
+
+def test_deploy_refuses_a_bad_replacing_at_the_plan_before_any_provider_call():
+    actions = RealPlan()
+    result = deploy(actions, tier="small-failover", provider="aws",
+                    replacing={"dialog-cassandra-2": "192.168.7.7"})
+    assert result.status == "failed"
+    assert result.output["failure"].startswith(
+        "replacing.dialog-cassandra-2: 192.168.7.7 is not a private address")
+    assert [ref for ref, _ in actions.calls] == ["dialog.plan", "dialog.explain_failure"]
+
+
+def test_deploy_hands_replacing_to_every_bootstrap():
+    actions = RealPlan()
+    replacing = {"dialog-cassandra-2": "10.40.16.12"}
+    result = deploy(actions, tier="small-failover", provider="aws", replacing=replacing)
+    assert result.status == "succeeded", result.output["failure"]
+    assert called(actions, "dialog.plan")[0]["replacing"] == replacing
+    boots = called(actions, "dialog.bootstrap_host")
+    assert boots and all(b["replacing"] == replacing for b in boots)
+
+
+def test_deploy_without_replacing_passes_none():
+    actions = RealPlan()
+    assert deploy(actions, tier="small-failover", provider="aws").status == "succeeded"
+    assert "replacing" not in {k for k, v in called(actions, "dialog.plan")[0].items()
+                               if v is not None}
+    assert all(b["replacing"] == {} for b in called(actions, "dialog.bootstrap_host"))
+
+
+# ---- the render ----------------------------------------------------------------------------
+
+def context_replacing(replacing):
+    context = make_context("small-failover")
+    context["replacing"] = replacing
+    return context
+
+
+def cassandra_env(context, name):
+    return compose(render_host(context, name))["services"]["cassandra"]["environment"]
+
+
+def test_only_the_replacement_starts_with_replace_address_first_boot():
+    context = context_replacing({"dialog-cassandra-2": "10.40.16.99"})
+    cassandra = [h for h in context["hosts"] if "cassandra" in h["roles"]]
+    envs = {h["name"]: cassandra_env(context, h["name"]) for h in cassandra}
+    assert envs["dialog-cassandra-2"][JVM] == \
+        "-Dcassandra.replace_address_first_boot=10.40.16.99"
+    assert [n for n, env in envs.items() if JVM in env] == ["dialog-cassandra-2"]
+
+
+def test_a_replacement_never_lists_itself_as_a_seed():
+    context = context_replacing({"dialog-cassandra-1": "10.40.16.99"})
+    by_name = {h["name"]: h for h in context["hosts"]}
+    env = cassandra_env(context, "dialog-cassandra-1")
+    assert env["CASSANDRA_SEEDS"] == by_name["dialog-cassandra-2"]["private_address"]
+    # The other nodes keep the seed list as it is (the replacement's new address is a seed).
+    others = cassandra_env(context, "dialog-cassandra-3")["CASSANDRA_SEEDS"].split(",")
+    assert others == [by_name["dialog-cassandra-%d" % i]["private_address"] for i in (1, 2)]
+
+
+def test_the_replacement_passes_its_start_while_streaming():
+    context = context_replacing({"dialog-cassandra-3": "10.40.16.99"})
+    checks = {c["name"]: c for c in render_host(context, "dialog-cassandra-3")["checks"]}
+    assert checks["cassandra ring"]["states"] == ["UN", "UJ"]
+    others = {c["name"]: c for c in render_host(context, "dialog-cassandra-2")["checks"]}
+    assert others["cassandra ring"]["states"] == ["UN"]
+
+
+def test_a_later_deploy_without_replacing_drops_the_flag():
+    replaced = render_host(context_replacing({"dialog-cassandra-2": "10.40.16.99"}),
+                           "dialog-cassandra-2")
+    later = render_host(context_replacing({}), "dialog-cassandra-2")
+    assert JVM not in compose(later)["services"]["cassandra"]["environment"]
+    assert JVM in compose(replaced)["services"]["cassandra"]["environment"]
+
+
+def test_a_live_hosts_address_is_refused_at_the_render():
+    context = context_replacing({})
+    by_name = {h["name"]: h for h in context["hosts"]}
+    live = by_name["dialog-cassandra-3"]["private_address"]
+    context["replacing"] = {"dialog-cassandra-2": live}
+    with pytest.raises(InputError, match="is dialog-cassandra-3's address"):
+        render_host(context, "dialog-cassandra-2")
+    # The same address again (a replacement that got the dead node's IP) is fine.
+    own = by_name["dialog-cassandra-2"]["private_address"]
+    context["replacing"] = {"dialog-cassandra-2": own}
+    assert cassandra_env(context, "dialog-cassandra-2")[JVM].endswith("=" + own)
+
+
+def test_deploy_metadata_declares_replacing_as_an_object():
+    with open("actions/deploy.yaml", encoding="utf-8") as handle:
+        meta = yaml.safe_load(handle)
+    assert meta["parameters"]["replacing"]["type"] == "object"
