@@ -109,6 +109,44 @@ class Throttler:
         return None
 
 
+def strict_elastic_ips():
+    """Make moto's AssociateAddress (in this process) behave as EC2's reference says:
+
+    * an Elastic IP associated already is refused with Resource.AlreadyAssociated unless
+      AllowReassociation is true ("AllowReassociation: ... If false, the address is not
+      reassociated if it is already associated"; for VPC addresses it defaults to false).
+      moto lets an InstanceId request take an address that was associated through a network
+      interface;
+    * the previous holder loses the address: its network interface no longer answers it
+      (moto keeps showing it as that instance's PublicIpAddress too).
+
+    Idempotent; moto's own checks stay in place."""
+    # pylint: disable=import-outside-toplevel
+    from moto.ec2.exceptions import ResourceAlreadyAssociatedError
+    from moto.ec2.models.elastic_ip_addresses import ElasticAddressBackend
+    original = ElasticAddressBackend.associate_address
+    if getattr(original, "dialog_strict", False):
+        return
+
+    def associate_address(self, instance=None, eni=None, address=None, allocation_id=None,
+                          reassociate=False):
+        eips = self.address_by_ip([address]) if address else \
+            self.address_by_allocation([allocation_id])
+        eip = eips[0]
+        target = eni or (instance.nics[0] if instance else None)
+        old = eip.eni
+        if old is not None and target is not None and old.id != target.id and not reassociate:
+            raise ResourceAlreadyAssociatedError(eip.public_ip)
+        result = original(self, instance=instance, eni=eni, address=address,
+                          allocation_id=allocation_id, reassociate=True)
+        if old is not None and old is not result.eni and old.public_ip == eip.public_ip:
+            old.public_ip = None
+        return result
+
+    associate_address.dialog_strict = True
+    ElasticAddressBackend.associate_address = associate_address
+
+
 class AwsEmulator:
     """moto's server in a thread of this process, on a free loopback port."""
 
@@ -129,6 +167,7 @@ class AwsEmulator:
         os.environ.setdefault("MOTO_AMIS_PATH", images)
         from moto.server import ThreadedMotoServer
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        strict_elastic_ips()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()

@@ -75,7 +75,7 @@ SIZE_REGIONS = {slug: [r for r in REGIONS if not (slug == _SMALLEST_STANDARD and
 DEFAULTS = {"token": "dop_v1_fake0123456789", "seed": 0, "throttle_rate": 0.0,
             "throttle_reset": 1, "boot_delay": 0.0, "limits": None, "fail_droplets": (),
             "clock": time.time, "public_network": "198.18.0.0/16", "vpc_ip_range": None,
-            "size_regions": None}
+            "size_regions": None, "action_delay": 0.05}
 # DigitalOcean attaches at most 7 volumes to one droplet (Volumes limits).
 VOLUMES_PER_DROPLET = 7
 SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) "
@@ -220,6 +220,7 @@ class FakeDigitalOcean:
             self._ids, self._addresses = itertools.count(3000001), itertools.count(1)
             self._key_ids = itertools.count(1002)
             self._ready, self._window, self._blocked_until = {}, deque(), 0.0
+            self.actions, self._pending = {}, {}   # action id -> action; -> (due, apply)
 
     def _region(self, slug):
         return _region(slug, self.size_regions)
@@ -320,8 +321,15 @@ class FakeDigitalOcean:
                 "ratelimit-reset": str(int(math.ceil(reset)))}
 
     def _tick(self):
-        """Droplets whose boot time has come turn active (or archive) and get addresses."""
+        """Droplets whose boot time has come turn active (or archive) and get addresses;
+        actions whose time has come complete."""
         now = self.clock()
+        for action_id, (due, apply) in sorted(self._pending.items()):
+            if now >= due:
+                del self._pending[action_id]
+                apply()
+                self.actions[action_id].update(status="completed",
+                                               completed_at=self._created_at())
         for droplet_id, ready_at in list(self._ready.items()):
             droplet = self.droplets.get(droplet_id)
             if droplet is not None and now < ready_at:
@@ -388,6 +396,42 @@ class FakeDigitalOcean:
                            "started_at": stamp, "completed_at": stamp, "resource_id": None,
                            "resource_type": resource_type, "region": self._region(region),
                            "region_slug": region}}
+
+    def _slow_action(self, kind, resource_type, resource_id, region, apply):
+        """An action that runs for action_delay seconds: answered in-progress, its effect
+        (apply) seen only once it completed, as DigitalOcean's actions are ("status:
+        in-progress, completed or errored"; the reserved IP and droplet action references
+        answer 201 with the in-progress action and are polled at GET /v2/actions/{id})."""
+        reply = self._action(kind, resource_type, region)
+        action = reply["action"]
+        action.update(status="in-progress", completed_at=None, resource_id=resource_id)
+        self.actions[action["id"]] = action
+        self._pending[action["id"]] = (self.clock() + self.opt["action_delay"], apply)
+        return dict(action)
+
+    def _busy(self, resource_type, resource_id):
+        return any(self.actions[i]["resource_type"] == resource_type and
+                   self.actions[i]["resource_id"] == resource_id for i in self._pending)
+
+    @route("GET", "/v2/actions/{id}")
+    def get_action(self, _query, _body, action_id):
+        return 200, {"action": dict(self._get("actions", action_id))}
+
+    @route("POST", "/v2/droplets/{id}/actions")
+    def droplet_action(self, _query, body, droplet_id):
+        droplet = self._get("droplets", droplet_id)
+        kind = body.get("type")
+        if kind not in ("power_off", "power_on"):
+            raise unprocessable("type: this fake knows power_off and power_on only")
+        if droplet["status"] == "new" or self._busy("droplet", droplet["id"]):
+            raise unprocessable("Droplet already has a pending event.")
+        status = "off" if kind == "power_off" else "active"
+
+        def apply():
+            if droplet["id"] in self.droplets:
+                droplet["status"] = status
+        return 201, {"action": self._slow_action(kind, "droplet", droplet["id"],
+                                                 droplet["region"]["slug"], apply)}
 
     def _created_at(self):
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
@@ -607,17 +651,28 @@ class FakeDigitalOcean:
 
     @route("POST", "/v2/reserved_ips/{ip}/actions")
     def reserved_ip_action(self, _query, body, address):
+        # The reference: assign moves an address that another droplet holds in the same
+        # action (the failover it exists for); a droplet of another region is refused, and so
+        # is a second action on an address whose first one is still in progress.
         reserved = self._get("reserved_ips", address)
+        if self._busy("reserved_ip", address):
+            raise unprocessable("the reserved IP has a pending event")
         if body.get("type") == "assign":
-            droplet = self._assignable(body.get("droplet_id"))
-            if droplet["region"] != reserved["region"]:
-                raise unprocessable("the droplet is in another region")
-            reserved["droplet"] = droplet
+            droplet = self.droplets.get(body.get("droplet_id"))
+            if droplet is not None and droplet["region"] != reserved["region"]:
+                raise unprocessable("the droplet is in another region than the reserved IP")
+            if (reserved["droplet"] or {}).get("id") != body.get("droplet_id"):
+                droplet = self._assignable(body.get("droplet_id"))
+
+            def apply():
+                reserved["droplet"] = droplet if droplet["id"] in self.droplets else None
         elif body.get("type") == "unassign" and reserved["droplet"]:
-            reserved["droplet"] = None
+            def apply():
+                reserved["droplet"] = None
         else:
             raise unprocessable("type must be assign, or unassign for an assigned address")
-        return 201, self._action(body["type"] + "_ip", "reserved_ip", reserved["region"]["slug"])
+        return 201, {"action": self._slow_action(body["type"] + "_ip", "reserved_ip", address,
+                                                 reserved["region"]["slug"], apply)}
 
     @route("DELETE", "/v2/reserved_ips/{ip}")
     def delete_reserved_ip(self, _query, _body, address):

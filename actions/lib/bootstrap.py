@@ -68,6 +68,11 @@ class HandshakeDropped(ProviderError):
     when every host of a deploy logs in through the same proxy at once. Worth another try."""
 
 
+class JumpUnreachable(ProviderError):
+    """The jump proxy itself could not be logged in to (lib.operations.session then tries
+    the next proxy)."""
+
+
 def _dropped(exc):
     if isinstance(exc, (EOFError, ConnectionResetError)):
         return True
@@ -143,7 +148,7 @@ def _connect_once(address, user="root", key_file=None, private_key_text=None, po
                 key[0], key[2], key_file, private_key_text, key[1], timeout, known_hosts,
                 host_keys=host_keys, name=jump.get("name")))
         except ProviderError as exc:
-            raise ProviderError("%s: cannot reach it through %s: %s" % (where, via, exc)) \
+            raise JumpUnreachable("%s: cannot reach it through %s: %s" % (where, via, exc)) \
                 from None
         try:
             connect_kwargs["sock"] = gateways.open_channel(gateway, address, port, timeout)

@@ -47,18 +47,30 @@ def session(host, ssh, wait=None, progress=_noop, hosts=None, timeout=None):
     deployment's inventory, holds the proxy that ssh_address jump goes through. `timeout`:
     seconds each step of the login may take (bootstrap.connect's default otherwise; the health
     sensor's probes use a short one)."""
-    address, proxy = ssh_path.route(host, ssh.get("via") or "private", hosts)
-    login = _login(ssh, host)
-    if proxy is not None:
-        login["jump"] = {"name": proxy["name"], "address": proxy["public_addresses"][0],
-                         "user": ssh_path.login_user(proxy, ssh.get("user"))}
-    where = address + (" through %s" % proxy["name"] if proxy is not None else "")
-    if wait:
-        progress("%s: waiting for SSH at %s" % (host["name"], where))
-        waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait, **login)
-        progress("%s: SSH ready after %.1fs" % (host["name"], waited))
-    connection = bootstrap.connect(address, name=host["name"],
-                                   **dict(login, **({"timeout": timeout} if timeout else {})))
+    # With jump, every proxy is a way in, those answering first: with the first proxy dead,
+    # the hosts behind it are reached through the next one (ssh_path.ordered_routes).
+    ways = ssh_path.ordered_routes(host, ssh.get("via") or "private", hosts)
+    for number, (address, proxy) in enumerate(ways, 1):
+        login = _login(ssh, host)
+        if proxy is not None:
+            login["jump"] = {"name": proxy["name"], "address": proxy["public_addresses"][0],
+                             "user": ssh_path.login_user(proxy, ssh.get("user"))}
+        where = address + (" through %s" % proxy["name"] if proxy is not None else "")
+        try:
+            if wait:
+                progress("%s: waiting for SSH at %s" % (host["name"], where))
+                waited = bootstrap.wait_for_ssh(address, name=host["name"], timeout=wait,
+                                                **login)
+                progress("%s: SSH ready after %.1fs" % (host["name"], waited))
+            connection = bootstrap.connect(address, name=host["name"], **dict(
+                login, **({"timeout": timeout} if timeout else {})))
+            break
+        except bootstrap.JumpUnreachable:
+            if number == len(ways):
+                raise
+            ssh_path.PROBE.remember(proxy, False)
+            progress("%s: jump proxy %s cannot be reached; trying %s"
+                     % (host["name"], proxy["name"], ways[number][1]["name"]))
     try:
         yield connection
     finally:

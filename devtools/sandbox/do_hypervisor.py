@@ -74,11 +74,22 @@ class DoHypervisor(Poller):
         # Volumes first: a destroyed droplet's volumes are detached before its host goes.
         self._reconcile_volumes(volumes, seen)
         for droplet_id, droplet in sorted(seen.items()):
+            record = self.droplets.get(droplet_id)
             if droplet["status"] == "active":
                 self._boot(droplet)
-            record = self.droplets.get(droplet_id)
-            if record is not None and record["booted"]:
-                self._reserve(droplet, record)
+            elif droplet["status"] == "off" and record is not None and record["booted"]:
+                # power_off: the droplet keeps its disk, addresses and volumes; its host stops
+                # and boots again with its files (fresh=False) at power_on.
+                self._shut_down(droplet_id, record)
+        # A reserved IP reassigned to another droplet leaves the old one in the same action:
+        # every host losing or changing its address lets go before any takes one.
+        booted = [(seen[i], r) for i, r in sorted(self.droplets.items())
+                  if r["booted"] and i in seen]
+        for droplet, record in booted:
+            if record["reserved"] not in (None, (droplet["reserved_ips"] or [None])[0]):
+                self._reserve(droplet, record, release_only=True)
+        for droplet, record in booted:
+            self._reserve(droplet, record)
         for droplet_id, record in list(self.droplets.items()):
             if droplet_id not in seen and record["booted"]:
                 self._shut_down(droplet_id, record)
@@ -117,9 +128,9 @@ class DoHypervisor(Poller):
                                         "public": droplet["public"], "reserved": None,
                                         "booted": True}
 
-    def _reserve(self, droplet, record):
+    def _reserve(self, droplet, record, release_only=False):
         # DigitalOcean allows one reserved IP per droplet.
-        wanted = (droplet["reserved_ips"] or [None])[0]
+        wanted = None if release_only else (droplet["reserved_ips"] or [None])[0]
         if wanted == record["reserved"]:
             return
         try:
@@ -134,9 +145,11 @@ class DoHypervisor(Poller):
         LOG.info("removing sandbox host %s (droplet %s is gone)", record["host"], droplet_id)
         try:
             self.hosts.kill(record["host"])
+            if record.get("reserved"):
+                self.hosts.set_public_address(record["host"], None)
         except SandboxError as exc:
             self._error(droplet_id, "cannot remove host %s: %s" % (record["host"], exc))
-        record["booted"] = False
+        record["booted"], record["reserved"] = False, None
 
     def _host_name(self, droplet):
         name = re.sub(r"[^A-Za-z0-9_.-]", "-", droplet["name"])[:63].strip("-._")

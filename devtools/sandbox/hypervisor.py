@@ -173,6 +173,14 @@ class Hypervisor(Poller):
                                       self._all("describe_internet_gateways",
                                                 "InternetGateways"),
                                       self._all("describe_nat_gateways", "NatGateways"))
+            # An Elastic IP that moved between instances (AssociateAddress with
+            # AllowReassociation) leaves its old holder in the same EC2 call that gives it to
+            # the new one: every host that loses or changes its address lets go first, then
+            # the new holders take theirs, whatever order the instances are listed in.
+            publics = {i: instance.get("PublicIpAddress") for i, instance in booted}
+            for instance_id, _ in booted:
+                if self.instances[instance_id].get("public") not in (None, publics[instance_id]):
+                    self._set_public(instance_id, None)
             for instance_id, instance in booted:
                 self._reach(instance_id, instance, egress)
         self._sync_volumes(seen)
@@ -196,16 +204,26 @@ class Hypervisor(Poller):
         record = self.instances[instance_id]
         public = instance.get("PublicIpAddress")
         allowed = has_egress(instance, egress)
+        if record.get("public") != public and not self._set_public(instance_id, public):
+            return
         try:
-            if record.get("public") != public:
-                self.hosts.set_public_address(record["host"], public)
-                record["public"] = public
             if record.get("egress") != allowed:
                 self.hosts.set_egress(record["host"], allowed)
                 record["egress"] = allowed
         except SandboxError as exc:
             self._error(instance_id, "cannot give host %s public address %s / egress %s: %s"
                         % (record["host"], public, allowed, exc))
+
+    def _set_public(self, instance_id, public):
+        record = self.instances[instance_id]
+        try:
+            self.hosts.set_public_address(record["host"], public)
+        except SandboxError as exc:
+            self._error(instance_id, "cannot give host %s public address %s: %s"
+                        % (record["host"], public, exc))
+            return False
+        record["public"] = public
+        return True
 
     def _reconcile(self, instance_id, instance):
         state = instance["State"]["Name"]

@@ -19,12 +19,22 @@ images, `ubuntu` on Ubuntu's, `root` on DigitalOcean), else root for records fro
 login_user existed.
 """
 
+import socket
+import threading
+import time
+
 from lib.errors import InputError
 
 SSH_ADDRESSES = ("private", "public", "jump")
 DEFAULT_SSH_ADDRESS = {"aws": "jump", "digitalocean": "jump", "static": "private"}
 SSH_PORT = 22
 JUMP_ROLE = "proxy"
+# A jump proxy is given this long to show its SSH banner before the next one is tried: a dead
+# proxy (stopped, its address moved) must not cost every host behind it a full login timeout.
+JUMP_PROBE_TIMEOUT = 5.0
+# How long a probe's answer is believed: a process logging in to many hosts probes each proxy
+# once, not once per host (every probe is an unauthenticated connection, MaxStartups counts it).
+JUMP_PROBE_TTL = 30.0
 
 
 def resolve_via(value, provider):
@@ -69,6 +79,63 @@ def route(host, via, hosts=None):
                          "%s through, and the inventory has none; use private or public"
                          % host["name"], list(SSH_ADDRESSES))
     return _private(host), proxies[0]
+
+
+def routes(host, via, hosts=None):
+    """Every (address, jump host or None) `host` can be reached by, in order of preference:
+    with jump, one per jump proxy by name (route() is the first)."""
+    address, jump = route(host, via, hosts)
+    if jump is None:
+        return [(address, None)]
+    return [(address, proxy) for proxy in jump_hosts(hosts)]
+
+
+class JumpProbe:
+    """Remembers, for JUMP_PROBE_TTL seconds, which jump proxies answered SSH."""
+
+    def __init__(self, timeout=JUMP_PROBE_TIMEOUT, ttl=JUMP_PROBE_TTL, clock=time.monotonic,
+                 opener=socket.create_connection):
+        self.timeout, self.ttl, self.clock, self.opener = timeout, ttl, clock, opener
+        self._seen = {}
+        self._lock = threading.Lock()
+
+    def alive(self, proxy):
+        address = _public(proxy)
+        with self._lock:
+            seen = self._seen.get(address)
+            if seen is not None and self.clock() - seen[1] < self.ttl:
+                return seen[0]
+        answer = self.banner(address)
+        self.remember(proxy, answer)
+        return answer
+
+    def remember(self, proxy, answer):
+        with self._lock:
+            self._seen[_public(proxy)] = (bool(answer), self.clock())
+
+    def banner(self, address):
+        """True when sshd at address says "SSH-" within the timeout (RFC 4253 4.2)."""
+        try:
+            with self.opener((address, SSH_PORT), timeout=self.timeout) as sock:
+                sock.settimeout(self.timeout)
+                return sock.recv(4) == b"SSH-"
+        except OSError:
+            return False
+
+
+PROBE = JumpProbe()
+
+
+def ordered_routes(host, via, hosts=None, probe=None):
+    """routes() with the jump proxies that answer first: a dead first proxy (the one route()
+    names) then costs one short probe, not every login behind it. When none answers, the
+    order stays as it was (the login then reports the first proxy's error)."""
+    found = routes(host, via, hosts)
+    if len(found) < 2:
+        return found
+    probe = probe or PROBE
+    alive = [item for item in found if probe.alive(item[1])]
+    return alive + [item for item in found if item not in alive]
 
 
 def login_user(host, profile_user=None):

@@ -1245,6 +1245,108 @@ class Driver(base.Driver):
             raise ResourceFailed("%s: %s is still in use after %ss"
                                  % (self._where, what, timeout)) from None
 
+    # ---- failover primitives -----------------------------------------------------------------
+
+    def floating_addresses(self, deployment, known=()):
+        validate_deployment_name(deployment)
+        with self._errors():
+            instances = self._instances(deployment)
+            found = self._describe("describe_addresses", "Addresses", Filters=self._ours(
+                deployment, {"Name": "tag-key", "Values": [TAG_FLOATING]}))
+        by_eni = {i["eni"]: i for i in instances if i["eni"]}
+        entries = []
+        for address in found:
+            holder = by_eni.get(address.get("NetworkInterfaceId")) \
+                if address.get("AssociationId") else None
+            name = _tags(address)[TAG_FLOATING]
+            entries.append({"address": address["PublicIp"], "name": name,
+                            "group": base.floating_group(deployment, name),
+                            "holder": self._host_name(deployment, holder) if holder else None,
+                            "id": address["AllocationId"]})
+        return sorted(entries, key=lambda e: e["name"])
+
+    @staticmethod
+    def _host_name(deployment, instance):
+        return "%s-%s-%s" % (deployment, instance["group"], instance["index"])
+
+    def _instance_named(self, deployment, host):
+        """The live instance of host name `host`, or None."""
+        try:
+            key = base.host_key(deployment, host)
+        except ValueError:
+            raise ProviderError("%s: %r is not a host name of deployment %s"
+                                % (self._where, host, deployment)) from None
+        found = [i for i in self._instances(deployment) if (i["group"], i["index"]) == key]
+        return found[0] if found else None
+
+    def assign_floating(self, deployment, entry, host):
+        """AssociateAddress to a private address of the target that holds no Elastic IP (a
+        standby proxy's primary one: AWS then replaces its auto-assigned public address with
+        the Elastic IP). AllowReassociation: the move happens in one call even while the lost
+        host still holds the address (AWS refuses it with Resource.AlreadyAssociated
+        otherwise)."""
+        with self._errors("moving %s to %s" % (entry["address"], host["name"])):
+            instance = self._instance_named(deployment, host["name"])
+            if instance is None or instance["state"] != "running":
+                raise ResourceFailed("%s: %s has no running instance to take %s"
+                                     % (self._where, host["name"], entry["address"]))
+            held = {a.get("PrivateIpAddress") for a in self._addresses(deployment)
+                    if a.get("NetworkInterfaceId") == instance["eni"]
+                    and a["AllocationId"] != entry["id"]}
+            free = [ip for ip in instance["private_ips"] if ip not in held]
+            if not free:
+                raise ResourceFailed("%s: every private address of %s holds an Elastic IP "
+                                     "already; none is spare for %s" % (
+                                         self._where, host["name"], entry["address"]))
+            self.progress("moving %s to %s (%s)" % (entry["address"], host["name"], free[0]))
+            self.ec2.associate_address(AllocationId=entry["id"],
+                                       NetworkInterfaceId=instance["eni"],
+                                       PrivateIpAddress=free[0], AllowReassociation=True)
+
+    def fence(self, deployment, host):
+        """StopInstances with Force (no graceful OS shutdown that could hang while the host
+        still serves), then wait until EC2 says stopped. A stopped instance keeps its
+        volumes and addresses, so the host can be examined or started again by hand."""
+        with self._errors("stopping %s" % host):
+            instance = self._instance_named(deployment, host)
+            if instance is None:
+                return {"host": host, "method": "already gone (no live instance)",
+                        "instance": None}
+            if instance["state"] != "stopped":
+                self.progress("stopping %s (%s) with Force" % (host, instance["id"]))
+                self.ec2.stop_instances(InstanceIds=[instance["id"]], Force=True)
+                self._wait([(instance, host)], "stopped")
+        return {"host": host, "method": "StopInstances(Force=True), now stopped",
+                "instance": instance["id"]}
+
+    def retire(self, deployment, host):
+        """Terminate the instance; its data volumes outlive it (DeleteOnTermination turned
+        off first), detached, tagged dialog:retired with the time. Nothing matches a volume
+        to a host but its attachment, so the next deploy launches the host (same group and
+        index, hence name) with new empty volumes."""
+        with self._errors("retiring %s" % host):
+            instance = self._instance_named(deployment, host)
+            if instance is None:
+                return {"host": host, "instance": None, "volumes_kept": []}
+            raw = self._describe("describe_instances", "Reservations",
+                                 InstanceIds=[instance["id"]])[0]["Instances"][0]
+            root = raw.get("RootDeviceName")
+            data = {device: volume for device, volume in instance["devices"].items()
+                    if device != root}
+            if data:
+                self.ec2.modify_instance_attribute(
+                    InstanceId=instance["id"], BlockDeviceMappings=[
+                        {"DeviceName": device, "Ebs": {"DeleteOnTermination": False}}
+                        for device in sorted(data)])
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                self.ec2.create_tags(Resources=sorted(data.values()), Tags=_tag_list(
+                    {base.TAG_RETIRED: stamp, "Name": "%s-retired" % host}))
+            self.progress("terminating %s (%s)" % (host, instance["id"]))
+            self.ec2.terminate_instances(InstanceIds=[instance["id"]])
+            self._wait([(instance, host)], "terminated")
+        return {"host": host, "instance": instance["id"],
+                "volumes_kept": [data[d] for d in sorted(data)]}
+
     # ---- destroy -----------------------------------------------------------------------------
 
     def destroy(self, deployment, dry_run=False, delete_data=False):

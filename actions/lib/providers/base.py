@@ -80,7 +80,51 @@ def wait_until(check, timeout, interval, what, clock=time.monotonic, sleep=time.
         sleep(interval)
 
 
-class Driver:
+# ---- failover primitives (dialog.move_address, dialog.fence, dialog.retire_host) ------------
+
+TAG_RETIRED = "dialog:retired"      # a retired host's data volume: when it was set aside
+
+
+def host_key(deployment, name):
+    """(group, index) of a host name <deployment>-<group>-<index>; ValueError otherwise."""
+    prefix = deployment + "-"
+    group, _, index = name[len(prefix):].rpartition("-")
+    if not name.startswith(prefix) or not group or not index.isdigit():
+        raise ValueError(name)
+    return group, int(index)
+
+
+def floating_group(deployment, name):
+    """The server group of a floating address named <deployment>-<group>-vip-<n> (planner)."""
+    body = name[len(deployment) + 1:] if name.startswith(deployment + "-") else name
+    return body.rsplit("-vip-", 1)[0]
+
+
+class FailoverUnsupported:
+    """The failover primitives' defaults: a driver that cannot do one says so plainly."""
+
+    def floating_addresses(self, deployment, known=()):
+        """[{address, name, group, holder (host name or None), id}]: the deployment's
+        floating addresses. known: addresses the record saw on a host (DigitalOcean cannot
+        tag a reserved IP, so an unassigned one is found only by its address)."""
+        return []
+
+    def assign_floating(self, deployment, entry, host):
+        """Move one floating_addresses() entry to `host` (an inventory record); returns once
+        the provider reports the move done."""
+        raise NotImplementedError
+
+    def fence(self, deployment, host):
+        """Make `host` (name) unable to serve; returns {host, method, instance}."""
+        raise NotImplementedError
+
+    def retire(self, deployment, host):
+        """Remove `host`'s machine, keep its data volumes aside; {host, instance,
+        volumes_kept}."""
+        raise NotImplementedError
+
+
+class Driver(FailoverUnsupported):
     """The interface. Subclasses implement the three operations for one provider.
 
     profile: the resolved config profile (lib.profiles.resolve_profile), credentials included;

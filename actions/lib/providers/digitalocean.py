@@ -485,6 +485,84 @@ class Driver(base.Driver):
             "login_user": DIGITALOCEAN_USER,    # droplets let root in (lib.hosts.ssh_path)
         }
 
+    # ---- failover primitives --------------------------------------------------------------
+
+    ACTION_TIMEOUT = 300.0      # a reserved IP assign or a power_off: seconds, usually
+
+    def floating_addresses(self, deployment, known=()):
+        """Reserved IPs cannot be tagged: a floating one is one held by a droplet of a group
+        that shares an address (every reserved IP of such a group is its floating one: the
+        planner gives those hosts no address of their own), or an unassigned one in `known`
+        (the addresses the deployment's record saw on the lost host)."""
+        state = self._read(deployment, networks=False)
+        hosts = {str(d["id"]): self._host(deployment, d, state)
+                 for d in state["droplets"].values()}
+        entries = []
+        for ip in state["reserved_ips"]:
+            holder = hosts.get(str(ip["droplet"]["id"]))
+            if holder and holder["group"]:
+                entries.append({"address": ip["ip"], "name": ip["ip"], "group": holder["group"],
+                                "holder": holder["name"], "id": ip["ip"]})
+        if known:
+            for ip in self._list("listing reserved IPs", self.api.reserved_ips.list,
+                                 "reserved_ips"):
+                if ip["ip"] in known and not ip.get("droplet") and \
+                        (ip.get("region") or {}).get("slug") == self.region:
+                    entries.append({"address": ip["ip"], "name": ip["ip"], "group": None,
+                                    "holder": None, "id": ip["ip"], "known": True})
+        return entries
+
+    def assign_floating(self, deployment, entry, host):
+        """POST /v2/reserved_ips/{ip}/actions {type: assign}: DigitalOcean moves an assigned
+        address in that one action; it answers with an action object, in-progress until the
+        move is done, which is polled until completed."""
+        reply = self._call("assigning %s to %s" % (entry["address"], host["name"]),
+                           self.api.reserved_ips_actions.post, reserved_ip=entry["address"],
+                           body={"type": "assign", "droplet_id": int(host["provider_id"])})
+        self.progress("assigning %s to %s" % (entry["address"], host["name"]))
+        self._wait_action(reply["action"],
+                          "assigning %s to %s" % (entry["address"], host["name"]))
+
+    def _wait_action(self, action, what):
+        def check():
+            now = self._call("reading action %s" % action["id"], self.api.actions.get,
+                             action_id=action["id"])["action"]
+            if now["status"] == "errored":
+                raise ResourceFailed("%s: %s failed (action %s errored)"
+                                     % (self._who, what, action["id"]))
+            return now["status"] == "completed"
+        if action.get("status") != "completed":
+            self._wait(check, self.ACTION_TIMEOUT, what)
+
+    def fence(self, deployment, host):
+        """A power_off action (a hard power cut, as pulling the plug: no shutdown that could
+        hang), waited for until the droplet is off. The droplet, its volumes and addresses
+        stay."""
+        droplet = self._listed(deployment, host)
+        if droplet is None:
+            return {"host": host, "method": "already gone (no droplet)", "instance": None}
+        if droplet["status"] != "off":
+            self.progress("powering off %s (droplet %s)" % (host, droplet["id"]))
+            reply = self._call("powering off %s" % host, self.api.droplet_actions.post,
+                               droplet_id=droplet["id"], body={"type": "power_off"})
+            self._wait_action(reply["action"], "powering off %s" % host)
+
+            def off():
+                return (self._listed(deployment, host) or {"status": "off"})["status"] == "off"
+            self._wait(off, self.droplet_timeout, "%s to be off" % host)
+        return {"host": host, "method": "power_off action, now off",
+                "instance": str(droplet["id"])}
+
+    def _listed(self, deployment, host):
+        return _by_name(self._listed_droplets(deployment)).get(host)
+
+    def retire(self, deployment, host):
+        raise ProviderError(
+            "%s: retiring a host is not done on DigitalOcean: volumes are matched to hosts by "
+            "name and DigitalOcean cannot rename a volume, so the replacement would get the "
+            "old data back. Destroy the droplet by hand (its volumes detach and stay), rename "
+            "nothing, and decide about the volumes before the next deploy" % self._who)
+
     # ---- reconcile: surplus ---------------------------------------------------------------
 
     def _remove_surplus(self, plan, state, dry_run):
@@ -746,10 +824,15 @@ class Driver(base.Driver):
 
     def _ensure_reserved_ips(self, plan, state, dry_run):
         held = {ip["droplet"]["id"] for ip in state["reserved_ips"]}
+        # A floating address that dialog.move_address gave to another host of its group is
+        # where it should be: the first host does not get a second one.
+        moved = {vip["name"] for vip in plan.get("floating_ips") or []
+                 if any((state["droplets"].get(n) or {}).get("id") in held
+                        for n in vip["hosts"][1:])}
         changes = []
         for host_name, labels in _reserved_ip_wants(plan):
             droplet = state["droplets"].get(host_name)
-            if droplet and droplet["id"] in held:
+            if droplet and droplet["id"] in held or set(labels) <= moved:
                 continue
             detail = "assigned to %s" % host_name + _shortfall(len(labels))
             changes.append(base.change("create", "reserved_ip", labels[0], detail))

@@ -159,3 +159,21 @@ class Driver(base.Driver):
     def destroy(self, deployment, dry_run=False, delete_data=False):
         self.progress("static hosts are the operator's: nothing is deleted")
         return []
+
+    # ---- failover primitives: the operator's servers, the operator's hands -----------------
+
+    def fence(self, deployment, host):
+        raise InputError("provider", "fencing %s needs its out-of-band power (IPMI, iLO, a "
+                         "managed PDU) or its network port cut at the switch, which the pack "
+                         "cannot reach for a static server: power it off by hand, then run the "
+                         "repair again" % host, ["aws", "digitalocean"])
+
+    def retire(self, deployment, host):
+        raise InputError("provider", "a static server is the operator's: replace %s by hand "
+                         "(reinstall it, or put a new server at its address in the profile's "
+                         "hosts) and run dialog.deploy" % host, ["aws", "digitalocean"])
+
+    def assign_floating(self, deployment, entry, host):
+        raise InputError("provider", "static servers have no provider floating address; "
+                         "move the address by hand (or with keepalived)",
+                         ["aws", "digitalocean"])
