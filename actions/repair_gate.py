@@ -21,11 +21,15 @@ def healing_settings(config):
             float(healing.get("overlap_settle", SETTLE_SECONDS)))
 
 
+def postgres_names(record, deployment):
+    count = (record.get("groups") or {}).get("postgres") or 0
+    return ["%s-postgres-%d" % (deployment, index) for index in range(1, count + 1)]
+
+
 def postgres_primary(record, deployment):
     """The record's Postgres primary (dialog.postgres_promote sets it), else the lowest-index
     postgres host, as every deployment starts; None without Postgres hosts."""
-    count = (record.get("groups") or {}).get("postgres") or 0
-    names = ["%s-postgres-%d" % (deployment, index) for index in range(1, count + 1)]
+    names = postgres_names(record, deployment)
     named = record.get("postgres_primary")
     return named if named in names else (names[0] if names else None)
 
@@ -60,5 +64,8 @@ class RepairGateAction(DialogAction):
         deploy = {name: record.get(name) for name in DEPLOY_FIELDS if record.get(name) is not None}
         if record.get("profile"):
             deploy["profile"] = record["profile"]
+        primary = postgres_primary(record, deployment)
         return dict(decision, deployment=deployment, role=role, host=host, deploy=deploy,
-                    postgres_primary=postgres_primary(record, deployment))
+                    postgres_primary=primary, postgres_standby=next(
+                        (name for name in postgres_names(record, deployment) if name != primary),
+                        None))
