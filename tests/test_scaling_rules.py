@@ -121,8 +121,12 @@ def schemas_of(ref):
 
 
 def sensor_triggers():
-    with open(os.path.join(ROOT, "sensors", "host_metrics_sensor.yaml"), encoding="utf-8") as fp:
-        return {"dialog." + t["name"] for t in yaml.safe_load(fp)["trigger_types"]}
+    """The trigger types every sensor of the pack declares."""
+    names = set()
+    for name in ("host_metrics_sensor.yaml", "health_sensor.yaml"):
+        with open(os.path.join(ROOT, "sensors", name), encoding="utf-8") as fp:
+            names |= {"dialog." + t["name"] for t in yaml.safe_load(fp)["trigger_types"]}
+    return names
 
 
 def test_every_rule_names_a_real_trigger_action_and_parameters():
