@@ -179,6 +179,8 @@ class DialogAction(Action):
                    "with_storage": bool(with_storage), "hosts": hosts,
                    "secrets": load_secrets(self.action_service, deployment),
                    "images": settings.get("images") or {},
+                   # Which Postgres host renders as primary (lib.render.postgres_pair).
+                   "postgres_primary": self.record(deployment).get("postgres_primary"),
                    # Never rendered: prepare_host hands it to registry.ensure_login only.
                    "registry": registry_settings(settings),
                    "docker_apt_repository": apt_repository(

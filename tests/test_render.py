@@ -300,18 +300,20 @@ def test_postgres_primary_and_standby(deployment):
             str(PORT("postgres", "pgbouncer"))
         env = file_of(result, "/etc/dialog/postgres.env")
         assert "POSTGRES_PASSWORD='%s'" % SECRETS["postgres_password"] in env
-        if host is primary:
+        if len(postgres) == 1:
             assert "command" not in services["postgres"]
         else:
-            script = file_of(result, "/etc/dialog/postgres/standby.sh")
-            assert "--host=%s" % primary["private_address"] in script
+            # Both run server.sh (tests/test_postgres_failover.py checks what it does).
+            script = file_of(result, "/etc/dialog/postgres/server.sh")
+            assert "PRIMARY_ADDRESS=%s" % primary["private_address"] in script
             assert "--write-recovery-conf" in script
-            assert services["postgres"]["command"][0] == "bash"
+            assert services["postgres"]["command"] == ["bash", "/etc/dialog/postgres/server.sh"]
             assert "REPLICATION_PASSWORD='%s'" % SECRETS["replication_password"] in env
     if len(postgres) > 1:
-        init = file_of(results[primary["name"]], "/etc/dialog/postgres/init-replication.sh")
+        file_of(results[primary["name"]], "/etc/dialog/postgres/init-replication.sh")
+        hba = file_of(results[primary["name"]], "/etc/dialog/postgres/pg_hba.conf")
         for standby in postgres[1:]:
-            assert "host replication replicator %s/32" % standby["private_address"] in init
+            assert "host    replication  replicator   %s/32" % standby["private_address"] in hba
     else:
         paths = [f["path"] for f in results[primary["name"]]["files"]]
         assert "/etc/dialog/postgres/init-replication.sh" not in paths

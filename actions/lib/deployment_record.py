@@ -9,13 +9,15 @@ import json
 
 from lib.deployment_secrets import datastore_key
 from lib.errors import InputError
+from lib.stages import hosts_with
 
 KEY_TEMPLATE = "dialog.%s.deployment"
 FIELDS = ("tier", "provider", "region", "with_storage", "droplet_class")
 # {"<role>": {"direction", "from", "to", "completed_at"}}: the last scale operation of each
 # role that completed, written by dialog.scale at its successful end; the autoscaler's
-# cooldowns run from it.
-HISTORY = ("last_scaled",)
+# cooldowns run from it. "postgres_primary": the name of the host that is Postgres primary now,
+# set by dialog.postgres_promote; a deploy renders that host as primary and keeps the field.
+HISTORY = ("last_scaled", "postgres_primary")
 
 
 def record_key(deployment):
@@ -59,6 +61,29 @@ def record_scaled(datastore, deployment, role, direction, before, after, now):
     record.setdefault("last_scaled", {})[role] = entry
     save_record(datastore, record)
     return entry
+
+
+def postgres_primary(record, hosts):
+    """The name of the Postgres primary among `hosts`: the record's postgres_primary when that
+    host is one of them with the postgres role, else the lowest-index postgres host (what every
+    deployment had before a promotion); None without postgres hosts."""
+    postgres = hosts_with(hosts, "postgres")
+    named = (record or {}).get("postgres_primary")
+    if named and any(h["name"] == named for h in postgres):
+        return named
+    return postgres[0]["name"] if postgres else None
+
+
+def set_postgres_primary(datastore, deployment, name):
+    """Note in the record that `name` is the Postgres primary now; the previous name (None when
+    the record named none)."""
+    record = load_record(datastore, deployment)
+    if record is None:
+        raise unknown_deployment(datastore, deployment)
+    previous = record.get("postgres_primary")
+    record["postgres_primary"] = name
+    save_record(datastore, record)
+    return previous
 
 
 def load_record(datastore, deployment):

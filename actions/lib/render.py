@@ -18,6 +18,7 @@ import uuid
 import jinja2
 
 from lib.catalog import default_catalog, parse_port_range
+from lib.deployment_record import postgres_primary
 from lib.cassandra_replace import replace_address
 from lib.errors import InputError
 from lib.hosts.turn_peers import peer_rules
@@ -95,7 +96,11 @@ POSTGRES_ENV = ("/etc/dialog/postgres.env", "postgres.env.j2", 0o600, True)
 PGBOUNCER_ENV = ("/etc/dialog/pgbouncer.env", "pgbouncer.env.j2", 0o600, True)
 PG_INIT = ("/etc/dialog/postgres/init-replication.sh", "postgres-init-replication.sh.j2",
            0o644, False)
-PG_STANDBY = ("/etc/dialog/postgres/standby.sh", "postgres-standby.sh.j2", 0o644, False)
+# A primary/standby pair: every Postgres host runs server.sh (postgres-server.sh.j2) with the
+# rendered pg_hba.conf; both sit in /etc/dialog/postgres, mounted as a directory, so a restart
+# reads what the last deploy or dialog.postgres_repoint put there.
+PG_SERVER = ("/etc/dialog/postgres/server.sh", "postgres-server.sh.j2", 0o644, False)
+PG_HBA = ("/etc/dialog/postgres/pg_hba.conf", "postgres-hba.conf.j2", 0o644, False)
 TURN_CONF = ("/etc/dialog/turnserver.conf", "turnserver.conf.j2", 0o600, True)
 PUSH_CONF = ("/etc/dialog/push.yaml", "push.yaml.j2", 0o644, False)
 PROMETHEUS_CONF = ("/etc/dialog/prometheus.yml", "prometheus.yml.j2", 0o644, False)
@@ -113,6 +118,23 @@ RELOADABLE = {"nginx": (NGINX_CONF[0], ["nginx", "-t", "-q", "-c", NGINX_CONF[0]
                         ["nginx", "-s", "reload", "-c", NGINX_CONF[0]])}
 CEPH_CONF = ("/etc/dialog/ceph/ceph.conf", "ceph.conf.j2", 0o644, False)
 S3_ENV = ("/etc/dialog/s3.env", "s3.env.j2", 0o600, True)
+
+
+def replication_slot(host_name):
+    """The physical replication slot (and application_name) of the standby on `host_name`:
+    slot names allow only lower-case letters, digits and underscores, 63 bytes at most
+    (postgresql.org/docs/15/warm-standby.html#STREAMING-REPLICATION-SLOTS)."""
+    return ("standby_" + re.sub(r"[^a-z0-9_]", "_", host_name.lower()))[:63]
+
+
+def postgres_pair(context):
+    """(primary host, [standby hosts]) of the deployment: the record's postgres_primary
+    (context["postgres_primary"]) when it names a postgres host, else the first by index."""
+    postgres = hosts_with(context["hosts"], "postgres")
+    name = postgres_primary({"postgres_primary": context.get("postgres_primary")},
+                            context["hosts"])
+    primary = next((h for h in postgres if h["name"] == name), None)
+    return primary, [h for h in postgres if h is not primary]
 
 
 def _quote(value):
@@ -248,6 +270,7 @@ def _model(context, host, images, catalog):
     hosts = context["hosts"]
     deployment = context["deployment"]
     postgres = hosts_with(hosts, "postgres")
+    primary, standbys = postgres_pair(context)
     dialog = hosts_with(hosts, "dialog-server")
     roles = [r for r in catalog.role_names if r in host["roles"]]
     return {
@@ -261,9 +284,11 @@ def _model(context, host, images, catalog):
         "turn_peers": peer_rules(by_index(hosts)),   # turnserver.conf's peer filter
         "hosts": by_index(hosts), "images": images, "secrets": context.get("secrets") or {},
         "cluster_name": "%s-%s" % (PROJECT, deployment),
-        "postgres_primary": postgres[0] if postgres else None,
-        "postgres_standbys": postgres[1:],
-        "is_postgres_primary": bool(postgres) and postgres[0]["name"] == host["name"],
+        "postgres_primary": primary,
+        "postgres_standbys": standbys,
+        "postgres_hosts": postgres,
+        "is_postgres_primary": primary is not None and primary["name"] == host["name"],
+        "slot": replication_slot,
         "cassandra": hosts_with(hosts, "cassandra"),
         "cassandra_seeds": cassandra_seeds(hosts),
         "dialog": dialog,
@@ -312,10 +337,10 @@ def _config_files(model):
         files["dialog-server"] = [_file(SERVER_CONF, model)]
     if "postgres" in roles:
         files["postgres"] = [_file(POSTGRES_ENV, model)]
-        if model["is_postgres_primary"] and model["postgres_standbys"]:
-            files["postgres"].append(_file(PG_INIT, model))
-        elif not model["is_postgres_primary"]:
-            files["postgres"].append(_file(PG_STANDBY, model))
+        if len(model["postgres_hosts"]) > 1:
+            files["postgres"] += [_file(PG_SERVER, model), _file(PG_HBA, model)]
+            if model["is_postgres_primary"]:
+                files["postgres"].append(_file(PG_INIT, model))
         files["pgbouncer"] = [_file(PGBOUNCER_ENV, model)]
     if "storage" in roles or "s3-gateway" in roles:
         ceph = _file(CEPH_CONF, model)

@@ -13,6 +13,12 @@ the old no-loopback-peers is deprecated, refusing is the default), the unspecifi
 else accepted when an allowed-peer-ip range holds it, else refused when a denied-peer-ip range
 holds it. A CreatePermission or ChannelBind toward a refused peer gets "403 Forbidden IP".
 The ranges are written as "first-last" (coturn's turnserver.conf: "IP or IP range", no CIDR).
+
+No range starts at the unspecified address (0.0.0.0 or ::). coturn's range check
+(ioa_addr_in_range()) skips its address-family test when a range's first address is the "any"
+address, so a line "denied-peer-ip=::-::1" refuses every IPv4 peer too: a real coturn 4.6.1 given
+that line answers 403 to a permission toward 8.8.8.8. The unspecified address itself is refused by
+coturn before any list (CVE-2020-26262), so such a range starts one address later.
 """
 
 import ipaddress
@@ -36,7 +42,7 @@ DENIED_NETWORKS = (
     ("203.0.113.0/24", "documentation (RFC 5737), not routed"),
     ("224.0.0.0/4", "multicast (no-multicast-peers refuses it too)"),
     ("240.0.0.0/4", "reserved, and the broadcast address 255.255.255.255"),
-    ("::/127", "the unspecified address and loopback ::1"),
+    ("::/127", "loopback ::1 (coturn refuses the unspecified :: itself)"),
     ("::ffff:0:0/96", "IPv4-mapped: would reach every IPv4 address above past the IPv4 rules"),
     ("64:ff9b::/96", "NAT64 well-known prefix (RFC 6052): translated into any IPv4 address, "
                      "private ones included, by a NAT64 gateway"),
@@ -53,9 +59,12 @@ DENIED_NETWORKS = (
 
 
 def as_range(network):
-    """coturn's form of a network: "first-last" (one address alone when it is a single one)."""
+    """coturn's form of a network: "first-last" (one address alone when it is a single one),
+    never starting at the unspecified address (see above)."""
     net = ipaddress.ip_network(network)
     first, last = net[0], net[-1]
+    if first.is_unspecified:
+        first += 1
     return str(first) if first == last else "%s-%s" % (first, last)
 
 

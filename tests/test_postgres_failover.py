@@ -1,0 +1,332 @@
+"""Postgres high availability: which host renders as primary (the deployment record), and what
+the rendered server.sh does on real PostgreSQL 15 (slots, sync/async, a former primary moved
+aside and cloned fresh, promotion), two clusters on loopback ports of this machine."""
+
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from lib import deployment_record
+from lib.render import render_host, replication_slot
+from test_render import SECRETS, compose, file_of, make_context, with_role
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACK = os.path.dirname(HERE)
+ENTRYPOINT = os.path.join(HERE, "fixtures", "pg_image_entrypoint.sh")
+HA_SCRIPT = os.path.join(PACK, "actions", "lib", "hosts", "scripts", "postgres_ha.sh")
+SERVER_SH = "/etc/dialog/postgres/server.sh"
+
+
+class Store:
+    """The datastore calls deployment_record makes."""
+
+    def __init__(self):
+        self.values = {}
+
+    def get_value(self, key, local=True):
+        return self.values.get(key)
+
+    def set_value(self, key, value, local=True):
+        self.values[key] = value
+
+
+def pair_context(primary=None):
+    context = make_context("small-failover")
+    if primary:
+        context["postgres_primary"] = primary
+    return context
+
+
+# ----------------------------------------------------------------------- record and render
+
+def test_record_names_the_primary_and_a_deploy_keeps_it():
+    store = Store()
+    plan = {"deployment": "d", "hosts": [{"group": "postgres"}, {"group": "postgres"}]}
+    deployment_record.save_record(store, deployment_record.record_of(plan))
+    hosts = [{"name": "d-postgres-1", "index": 1, "roles": ["postgres"]},
+             {"name": "d-postgres-2", "index": 2, "roles": ["postgres"]}]
+    record = deployment_record.load_record(store, "d")
+    assert deployment_record.postgres_primary(record, hosts) == "d-postgres-1"
+    assert deployment_record.set_postgres_primary(store, "d", "d-postgres-2") is None
+    # A later deploy writes a record without the field: the promotion stays.
+    deployment_record.save_record(store, deployment_record.record_of(plan))
+    record = deployment_record.load_record(store, "d")
+    assert record["postgres_primary"] == "d-postgres-2"
+    assert deployment_record.postgres_primary(record, hosts) == "d-postgres-2"
+    # A name no longer among the hosts falls back to the lowest index.
+    assert deployment_record.postgres_primary(record, hosts[:1]) == "d-postgres-1"
+    assert deployment_record.postgres_primary({}, []) is None
+
+
+def test_the_recorded_primary_renders_as_primary_everywhere():
+    context = pair_context()
+    first, second = with_role(context, "postgres")
+    context["postgres_primary"] = second["name"]
+    on_first = render_host(context, first["name"])
+    on_second = render_host(context, second["name"])
+    assert "a streaming STANDBY of %s" % second["name"] in file_of(on_first, SERVER_SH)
+    assert "the PRIMARY" in file_of(on_second, SERVER_SH)
+    assert "init-replication.sh" in " ".join(compose(on_second)["services"]["postgres"]
+                                             ["volumes"])
+    # PgBouncer on the standby points at the primary's address, the primary's at its own server.
+    assert "DB_HOST=%s" % second["private_address"] in \
+        file_of(on_first, "/etc/dialog/pgbouncer.env")
+    assert "DB_HOST=postgres" in file_of(on_second, "/etc/dialog/pgbouncer.env")
+    for name in ("DB_HOST",):
+        assert name not in compose(on_first)["services"]["pgbouncer"]["environment"]
+    dialog = with_role(context, "dialog-server")[0]
+    conf = file_of(render_host(context, dialog["name"]), "/etc/dialog/server.conf")
+    assert 'host = "%s"' % second["private_address"] in conf
+
+
+def test_slots_sync_and_hba_follow_the_plan():
+    context = pair_context()
+    first, second = with_role(context, "postgres")
+    script = file_of(render_host(context, first["name"]), SERVER_SH)
+    assert 'STANDBY_SLOTS="%s"' % replication_slot(second["name"]) in script
+    assert replication_slot("dialog-postgres-2") == "standby_dialog_postgres_2"
+    assert "wal_keep_size=1GB" in script and "ANY 1 (" in script
+    for host in (first, second):
+        hba = file_of(render_host(context, host["name"]), "/etc/dialog/postgres/pg_hba.conf")
+        other = second if host is first else first
+        assert "replicator   %s/32" % other["private_address"] in hba
+        assert "replicator   %s/32" % host["private_address"] not in hba
+    # A single Postgres host keeps the image's own start and no replication files.
+    single = make_context("small")
+    result = render_host(single, with_role(single, "postgres")[0]["name"])
+    assert "command" not in compose(result)["services"]["postgres"]
+    assert SERVER_SH not in [f["path"] for f in result["files"]]
+
+
+# ----------------------------------------------------------------------- real PostgreSQL 15
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _need_real_postgres():
+    missing = [b for b in ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_receivewal",
+                           "psql", "pg_controldata") if not os.path.exists(os.path.join(PG_BIN, b))]
+    if missing:
+        pytest.skip("PostgreSQL 15 server binaries missing (%s): apt-get install postgresql-15"
+                    % ", ".join(missing))
+    if os.geteuid() == 0:
+        try:
+            subprocess.run(["id", "postgres"], check=True, capture_output=True)
+        except subprocess.CalledProcessError:
+            pytest.skip("running as root and no postgres user to run the servers as")
+
+
+class Host:
+    """One Postgres host: a data directory, a socket directory, a port, server.sh running."""
+
+    def __init__(self, root, name, port):
+        self.name, self.port = name, port
+        self.dir = os.path.join(root, name)
+        for sub in ("data", "run", "conf", "aside", "initdb"):
+            os.makedirs(os.path.join(self.dir, sub), mode=0o700)
+        self.proc = None
+        with open(self.path("server.log"), "w", encoding="utf-8"):
+            pass
+
+    def path(self, sub):
+        return os.path.join(self.dir, sub)
+
+    def env(self, bin_dir):
+        return {"PATH": "%s:%s:/usr/bin:/bin" % (bin_dir, PG_BIN), "PGDATA": self.path("data"),
+                "PGHOST": self.path("run"), "PGPORT": str(self.port), "TEST_LISTEN": "127.0.0.1",
+                "POSTGRES_USER": "dialog", "POSTGRES_DB": "dialog", "HOME": self.dir,
+                "POSTGRES_PASSWORD": SECRETS["postgres_password"],
+                "REPLICATION_PASSWORD": SECRETS["replication_password"],
+                "DIALOG_POSTGRES_CONF": self.path("conf"),
+                "DIALOG_POSTGRES_ASIDE": self.path("aside"),
+                "DIALOG_POSTGRES_PASSFILE": self.path("pgpass"),
+                "INITDB_D": self.path("initdb")}
+
+    def install(self, rendered, ports):
+        """The host's rendered files where server.sh reads them; the catalog's port replaced by
+        the test's (both servers listen on 127.0.0.1, each on its own port)."""
+        for item in rendered["files"]:
+            text = item["content"]
+            if item["path"] == SERVER_SH:
+                primary = re.search(r"^PRIMARY_ADDRESS=.*$", text, re.M)
+                assert primary
+                text = re.sub(r"^PRIMARY_PORT=\d+$", "PRIMARY_PORT=%d" % ports["primary"], text,
+                              flags=re.M)
+                target = self.path("conf/server.sh")
+            elif item["path"].endswith("pg_hba.conf"):
+                target = self.path("conf/pg_hba.conf")
+            elif item["path"].endswith("init-replication.sh"):
+                target = self.path("initdb/init-replication.sh")
+            else:
+                continue
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
+
+    def start(self, bin_dir, user):
+        log = open(self.path("server.log"), "ab")  # pylint: disable=consider-using-with
+        argv = ["bash", self.path("conf/server.sh")]
+        self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            argv, env=self.env(bin_dir), stdout=log, stderr=log, start_new_session=True,
+            preexec_fn=_as_postgres if user else None)
+
+    def stop(self, mode="fast"):
+        if self.proc and self.proc.poll() is None:
+            subprocess.run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.path("data"), "-m", mode,
+                            "-w", "stop"], capture_output=True, check=False,
+                           preexec_fn=_as_postgres)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+            try:
+                os.killpg(self.proc.pid, 9)   # the watcher, left behind by an immediate stop
+            except ProcessLookupError:
+                pass
+
+    def sql(self, statement, timeout=30):
+        out = subprocess.run(
+            [os.path.join(PG_BIN, "psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h",
+             self.path("run"), "-p", str(self.port), "-U", "dialog", "-d", "dialog", "-c",
+             statement], capture_output=True, text=True, timeout=timeout, check=False)
+        if out.returncode:
+            raise RuntimeError(out.stderr.strip())
+        return out.stdout.strip()
+
+    def ha(self, bin_dir, command):
+        env = self.env(bin_dir)
+        with open(HA_SCRIPT, encoding="utf-8") as handle:
+            out = subprocess.run(["env", "-i"] + ["%s=%s" % kv for kv in env.items()]
+                                 + ["bash", "-s", "--", command], stdin=handle,
+                                 capture_output=True, text=True, timeout=120, check=False,
+                                 preexec_fn=_as_postgres)
+        return out.returncode, dict(line.split("=", 1) for line in out.stdout.splitlines()
+                                    if "=" in line)
+
+    def log(self):
+        with open(self.path("server.log"), encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+
+def _as_postgres():
+    if os.geteuid() == 0:
+        import pwd  # pylint: disable=import-outside-toplevel
+        entry = pwd.getpwnam("postgres")
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+
+def _until(what, check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
+
+
+@pytest.fixture
+def cluster_dir():
+    _need_real_postgres()
+    root = tempfile.mkdtemp(prefix="dialog-pgha-")
+    bin_dir = os.path.join(root, "bin")
+    os.makedirs(bin_dir)
+    os.symlink(ENTRYPOINT, os.path.join(bin_dir, "docker-entrypoint.sh"))
+    os.chmod(root, 0o755)
+    hosts = []
+    yield root, bin_dir, hosts
+    for host in hosts:
+        host.stop("immediate")
+        print("----- %s's log\n%s" % (host.name, host.log()[-3000:]))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.timeout(240)
+def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(cluster_dir):
+    root, bin_dir, hosts = cluster_dir
+    user = "postgres" if os.geteuid() == 0 else None
+    context = pair_context()
+    first, second = with_role(context, "postgres")
+    for host in (first, second):
+        host["private_address"] = "127.0.0.1"
+    a = Host(root, first["name"], _free_port())
+    b = Host(root, second["name"], _free_port())
+    hosts += [a, b]
+    if user:
+        subprocess.run(["chown", "-R", "postgres:postgres", root], check=True)
+    slot_a, slot_b = replication_slot(a.name), replication_slot(b.name)
+
+    # 1. A primary, B its standby (the first deploy: no record field).
+    a.install(render_host(context, a.name), {"primary": a.port})
+    b.install(render_host(context, b.name), {"primary": a.port})
+    a.start(bin_dir, user)
+    _until("A accepts connections", lambda: a.sql("SELECT 1") == "1")
+    b.start(bin_dir, user)
+    _until("B streams from A", lambda: a.sql(
+        "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") == slot_b,
+        90)
+    assert a.sql("SELECT slot_name || ' ' || active FROM pg_replication_slots") == \
+        "%s true" % slot_b
+    _until("A replicates synchronously", lambda: a.sql(
+        "SHOW synchronous_standby_names") == "ANY 1 (%s)" % slot_b)
+    assert a.sql("SELECT sync_state FROM pg_stat_replication") == "quorum"
+    assert b.sql("SELECT pg_is_in_recovery()") == "t"
+    a.sql("CREATE TABLE writes (n int PRIMARY KEY)")
+    a.sql("INSERT INTO writes SELECT generate_series(1, 100)")
+
+    # 2. The standby goes away: commits hang only until the primary degrades to async.
+    b.stop()
+    started = time.monotonic()
+    a.sql("INSERT INTO writes VALUES (101)", timeout=30)
+    assert time.monotonic() - started < 20
+    assert a.sql("SHOW synchronous_standby_names") == ""
+    assert "asynchronous until one streams" in a.log()
+    # ... and back to sync once it streams again (its slot kept the WAL it missed).
+    b.start(bin_dir, user)
+    _until("A sync again", lambda: a.sql("SHOW synchronous_standby_names") == "ANY 1 (%s)"
+           % slot_b, 60)
+    a.sql("INSERT INTO writes SELECT generate_series(102, 200)")
+    committed = a.sql("SELECT count(*) FROM writes")
+
+    # 3. The primary dies; B is promoted by the script dialog.postgres_promote sends.
+    a.stop("immediate")
+    status, state = b.ha(bin_dir, "promote")
+    assert status == 0, state
+    assert state["promoted"] == "now" and state["in_recovery"] == "false"
+    assert b.sql("SELECT count(*) FROM writes") == committed == "200"
+    b.sql("INSERT INTO writes VALUES (201)")    # async: no standby streams yet
+    _until("B keeps a slot for A", lambda: a.name and b.sql(
+        "SELECT slot_name FROM pg_replication_slots") == slot_a, 15)
+
+    # 4. A comes back, rendered as B's standby (record: postgres_primary = B): its data, a
+    # former primary's, is moved aside (kept), a fresh copy of B is cloned through A's slot.
+    context["postgres_primary"] = b.name
+    a.install(render_host(context, a.name), {"primary": b.port})
+    a.start(bin_dir, user)
+    _until("A streams from B", lambda: b.sql(
+        "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") == slot_a,
+        90)
+    aside = glob.glob(os.path.join(a.path("aside"), "data-*", "PG_VERSION"))
+    assert len(aside) == 1, "the former primary's data is kept aside"
+    assert "a former primary" in a.log()
+    _until("B sync with A", lambda: b.sql("SHOW synchronous_standby_names")
+           == "ANY 1 (%s)" % slot_a, 30)
+    b.sql("INSERT INTO writes VALUES (202)")
+    _until("A has every write", lambda: a.sql("SELECT count(*) FROM writes") == "202")
+    assert a.sql("SELECT pg_is_in_recovery()") == "t"
