@@ -12,7 +12,6 @@ import tempfile
 import time
 
 import pytest
-import yaml
 
 from lib import deployment_record
 from lib.render import render_host, replication_slot
