@@ -229,8 +229,12 @@ def _serve(container, module):
         os._exit(1)  # pylint: disable=protected-access
 
 
+SUPERVISOR_MARK = " [sandbox]"
+
+
 def _log(message):
-    sys.stdout.write("%s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), message))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    sys.stdout.write("%s %s%s\n" % (stamp, message, SUPERVISOR_MARK))
     sys.stdout.flush()
 
 
@@ -266,9 +270,13 @@ def listening(ports, timeout=0.2):
 
 
 def log_tail(path, lines=15):
+    """The server's last log lines (without the supervisor's own: the server's last words end
+    the message, and so the deploy's error)."""
     with contextlib.suppress(OSError):
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return "\n".join(handle.read().splitlines()[-lines:])
+            kept = [line for line in handle.read().splitlines()
+                    if not line.endswith(SUPERVISOR_MARK) and line.strip()]
+            return "\n".join(kept[-lines:])
     return ""
 
 
