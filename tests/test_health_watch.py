@@ -332,7 +332,7 @@ def test_deploy_or_scale_holding_the_lock_holds_new_outages_back_not_a_repair(wo
         ("dialog.service_unhealthy", "chat-web-1", "dashboard")]
     # A repair's lock holds nothing back: the fault of another host is reported.
     world.store.set_value(lock_key("chat"), json.dumps({"owner": "e2",
-                                                        "operation": "heal_proxy"}))
+                                                        "operation": "repair"}))
     world.host("chat-push-1")["state"] = "stopped"
     assert kinds(world.polls(1)) == [("dialog.host_down", "chat-push-1", "provider")]
 

@@ -345,7 +345,9 @@ class HealthWatch(object):
         holder = operation_lock.holder_of(self.datastore, deployment)
         if not holder:
             return False
-        if str(holder.get("operation") or "").startswith("heal"):
+        # The heal_* workflows lock as "repair" (their nested deploy re-enters that lock).
+        if str(holder.get("operation") or "") in ("repair",) or \
+                str(holder.get("operation") or "").startswith("heal"):
             return False
         repairs = self.datastore.get_value(REPAIRS_KEY % deployment, local=False)
         try:
