@@ -1,6 +1,12 @@
 """Replacing a dead Cassandra node: dialog.deploy's `replacing`, checked at the plan, rendered
 as replace_address_first_boot on that host only, and the ring gate the heal workflow uses."""
 
+import os
+import socket
+import threading
+import time
+import uuid
+
 import pytest
 import yaml
 
@@ -9,6 +15,7 @@ from lib.cassandra_replace import check_replacing
 from lib.errors import InputError, ResourceFailed
 from lib.planner import build_plan
 from lib.render import render_host
+from sandbox import fake_docker
 from test_render import compose, make_context
 from test_workflow_deploy import RealPlan, called, deploy
 
@@ -187,3 +194,174 @@ def test_deploy_metadata_declares_replacing_as_an_object():
     with open("actions/deploy.yaml", encoding="utf-8") as handle:
         meta = yaml.safe_load(handle)
     assert meta["parameters"]["replacing"]["type"] == "object"
+
+
+# ---- the sandbox's Cassandra stand-in: replacement as strict as Cassandra 4 --------------------
+# In-process ring members on loopback addresses, gossiping over HTTP like on sandbox hosts.
+
+class Node:
+    """One fake Cassandra node (devtools/sandbox/fake_docker.Ring) serving its storage port."""
+
+    def __init__(self, tmp_path, address, seeds, replace=None, bootstrapped=False, **knobs):
+        probe = socket.socket()
+        probe.bind((address, 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.address = address
+        seeds = [(address, self.port)] if seeds is None else seeds  # None: its own seed
+        settings = {"address": address, "persisted": str(tmp_path / ("%s.json" % address)),
+                    "host_id": str(uuid.uuid4()), "seeds": [list(s) for s in seeds],
+                    "cluster": "dialog-test", "dc": "dialog-test", "rack": "rack1",
+                    "tokens": 16, "join_seconds": 1.0, "down_seconds": 1.0,
+                    "bootstrapped": bootstrapped, "replace": replace, "ring_delay": 1.5,
+                    "reachable": True}
+        settings.update(knobs)
+        self.ring = fake_docker.Ring(settings)
+        self.server = fake_docker._TCPServer(  # pylint: disable=protected-access
+            (address, self.port), fake_docker._Handler)  # pylint: disable=protected-access
+        self.server.ctx = {"spec": {"name": address, "service": "cassandra",
+                                    "image": "cassandra:4.1"}, "ring": self.ring,
+                           "ring_port": True}
+        self.stop = threading.Event()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.ring.gossip_forever, args=(self.stop,), daemon=True).start()
+
+    @property
+    def seed(self):
+        return (self.address, self.port)
+
+    def status(self):
+        """{address: "UN"...} as this node's `nodetool status` lists it."""
+        return {row["address"]: row["status"] for row in self.ring.view()["rows"]}
+
+    def kill(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(check, what, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ring3(tmp_path):
+    """Three UN nodes (two seeds) on 127.0.1.x; killed at the end."""
+    nodes = []
+    first = Node(tmp_path, "127.0.1.1", None)
+    nodes.append(first)
+    second = Node(tmp_path, "127.0.1.2", [first.seed], bootstrapped=True)
+    nodes.append(second)
+    seeds = [first.seed, second.seed]
+    nodes.append(Node(tmp_path, "127.0.1.3", seeds))
+    wait_until(lambda: first.status() == {n.address: "UN" for n in nodes}, "3 UN")
+    yield nodes, seeds
+    for node in nodes:
+        if not node.stop.is_set():
+            node.kill()
+
+
+def dead_in_ring(nodes, dead):
+    dead.kill()
+    wait_until(lambda: all(n.status().get(dead.address) == "DN" for n in nodes
+                           if n is not dead), dead.address + " DN")
+
+
+def test_standin_a_replacement_takes_the_dead_nodes_place(ring3, tmp_path):
+    nodes, seeds = ring3
+    first, dead = nodes[0], nodes[2]
+    dead_id = dead.ring.me["host_id"]
+    dead_in_ring(nodes, dead)
+    new = Node(tmp_path, "127.0.1.4", seeds,
+               replace={"address": dead.address, "first_boot": True})
+    nodes.append(new)
+    wait_until(lambda: first.status().get(new.address) == "UJ", "UJ while streaming")
+    assert first.status()[dead.address] == "DN"
+    wait_until(lambda: first.status() == {"127.0.1.1": "UN", "127.0.1.2": "UN",
+                                          "127.0.1.4": "UN"}, "3 UN, the dead address gone")
+    wait_until(lambda: dead.address not in nodes[1].status(), "gone on every node")
+    assert new.ring.me["host_id"] == dead_id  # its host id and tokens, not new ones
+
+
+def test_standin_the_same_address_may_be_reused(ring3, tmp_path):
+    nodes, seeds = ring3
+    first, dead = nodes[0], nodes[2]
+    dead_id = dead.ring.me["host_id"]
+    dead_in_ring(nodes, dead)
+    new = Node(tmp_path / "new", dead.address, seeds,
+               replace={"address": dead.address, "first_boot": True},
+               persisted=str(tmp_path / "fresh.json"))
+    nodes[2] = new
+    wait_until(lambda: first.status() == {n.address: "UN" for n in nodes}, "3 UN")
+    assert new.ring.me["host_id"] == dead_id
+
+
+def test_standin_refuses_to_replace_a_live_node(ring3, tmp_path):
+    nodes, seeds = ring3
+    new = Node(tmp_path, "127.0.1.5", seeds,
+               replace={"address": nodes[2].address, "first_boot": True})
+    wait_until(new.stop.is_set, "the replacement's start to fail")
+    assert new.ring.failed == ("java.lang.UnsupportedOperationException: Cannot replace a live "
+                               "node /127.0.1.3. Endpoint still alive")
+    assert "127.0.1.5" not in nodes[0].status()
+    new.kill()
+
+
+def test_standin_a_bootstrapped_replacement_starts_as_itself(ring3, tmp_path):
+    """replace_address_first_boot acts on an empty data directory only."""
+    nodes, seeds = ring3
+    dead = nodes[2]
+    dead_in_ring(nodes, dead)
+    new = Node(tmp_path, "127.0.1.6", seeds, bootstrapped=True,
+               replace={"address": dead.address, "first_boot": True})
+    nodes.append(new)
+    wait_until(lambda: nodes[0].status().get(new.address) == "UN", "UN as itself")
+    assert new.ring.me["host_id"] != dead.ring.me["host_id"]
+    assert nodes[0].status()[dead.address] == "DN"  # not replaced: still in the ring
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no seed answers", "java.lang.RuntimeException: Unable to gossip with any peers"),
+    ("address unknown", "Cannot replace_address /127.0.1.99 because it doesn't exist in gossip"),
+    ("replacement is a seed", fake_docker.UNSAFE_REPLACE),
+    ("plain replace_address, bootstrapped",
+     "Cannot replace address with a node that is already bootstrapped"),
+])
+def test_standin_a_replacement_that_cannot_start(ring3, tmp_path, case, message):
+    nodes, seeds = ring3
+    dead = nodes[2]
+    dead_in_ring(nodes, dead)
+    replace = {"address": "127.0.1.99" if case == "address unknown" else dead.address,
+               "first_boot": case != "plain replace_address, bootstrapped"}
+    seeds = {"no seed answers": [dead.seed], "replacement is a seed":
+             seeds + [("127.0.1.7", 7000)]}.get(case, seeds)
+    new = Node(tmp_path, "127.0.1.7", seeds, replace=replace,
+               bootstrapped=case.endswith("bootstrapped"))
+    wait_until(new.stop.is_set, "the start to fail", timeout=10)
+    assert new.ring.failed == message
+    assert "127.0.1.7" not in nodes[0].status()
+    new.kill()
+
+
+def test_standin_reads_the_flag_and_keeps_identity_in_the_data_directory(tmp_path):
+    assert fake_docker.replace_option("-Xmx1G -Dcassandra.replace_address_first_boot=10.0.0.5") \
+        == {"address": "10.0.0.5", "first_boot": True}
+    assert fake_docker.replace_option("-Dcassandra.replace_address=/10.0.0.5") == {
+        "address": "10.0.0.5", "first_boot": False}
+    assert fake_docker.replace_option("") is None
+    data = tmp_path / "cassandra"
+    svc = {"environment": {"CASSANDRA_BROADCAST_ADDRESS": "10.0.0.6",
+                           "JVM_EXTRA_OPTS": "-Dcassandra.replace_address_first_boot=10.0.0.5"},
+           "network_mode": "host", "ports": [],
+           "raw": {"volumes": ["%s:/var/lib/cassandra" % data]}}
+    settings = fake_docker.cassandra_settings({"name": "p", "services": {"cassandra": svc}},
+                                              "cassandra", svc)
+    assert settings["replace"] == {"address": "10.0.0.5", "first_boot": True}
+    assert settings["persisted"] == str(data / "fake-cassandra-system.json")
+    assert os.path.exists(settings["persisted"]) and not settings["bootstrapped"]

@@ -46,7 +46,10 @@ that the pack's real SSH bootstrap and network health checks have something to t
   UN at once; another node is UJ until it has reached a seed and then for
   ``FAKE_CASSANDRA_JOIN_SECONDS`` (default 1; the service's environment, else ``up``'s), and UN
   at once when recreated after that. A member silent for ``FAKE_CASSANDRA_DOWN_SECONDS``
-  (default 4) is DN.
+  (default 4) is DN. A node keeps its identity (host id, bootstrapped) in the directory bound at
+  /var/lib/cassandra. ``-Dcassandra.replace_address_first_boot=ADDR`` in JVM_EXTRA_OPTS replaces
+  a dead node as Cassandra 4 does (see Ring: shadow round, refusals, UJ then UN, the old
+  address leaves the ring).
 
 No images, isolation, volumes, real services or restart policies. State is kept in
 ``/var/lib/dialog/fake-docker`` (``FAKE_DOCKER_STATE``), logs in ``/var/log/dialog/fake-docker``
@@ -581,7 +584,15 @@ def cassandra_settings(project, service, svc):
         broadcast = "172.17.0.%d" % (2 + sorted(project["services"]).index(service))
     seeds = [item.strip().partition(":") for item in
              (env.get("CASSANDRA_SEEDS") or broadcast).split(",") if item.strip()]
-    persisted = _path("cassandra", "%s-%s.json" % (project["name"], service))
+    # A node's identity (host id, tokens, "bootstrap completed") lives in its system keyspace,
+    # in its data directory: kept in the directory bound at /var/lib/cassandra when there is
+    # one, so a new, empty data volume is a new node, whatever the host's name.
+    data_dirs = [v.split(":")[0] for v in svc["raw"].get("volumes") or []
+                 if isinstance(v, str) and v.split(":")[1:2] == ["/var/lib/cassandra"]]
+    persisted = os.path.join(data_dirs[0], "fake-cassandra-system.json") if data_dirs else \
+        _path("cassandra", "%s-%s.json" % (project["name"], service))
+    if data_dirs:
+        os.makedirs(data_dirs[0], exist_ok=True)  # Docker creates a missing bind source
     saved = read_json(persisted, {})
     if not saved.get("host_id"):
         saved = {"host_id": str(uuid.uuid4()), "bootstrapped": False}
@@ -602,8 +613,26 @@ def cassandra_settings(project, service, svc):
         "join_seconds": number("FAKE_CASSANDRA_JOIN_SECONDS", 1.0),
         "down_seconds": number("FAKE_CASSANDRA_DOWN_SECONDS", 4.0),
         "bootstrapped": bool(saved.get("bootstrapped")),
+        "replace": replace_option("%s %s" % (env.get("JVM_OPTS") or "",
+                                             env.get("JVM_EXTRA_OPTS") or "")),
+        # Cassandra's ring delay (cassandra.ring_delay_ms, 30 s): how long a replacement's
+        # shadow round tries the seeds before "Unable to gossip with any peers".
+        "ring_delay": number("FAKE_CASSANDRA_RING_DELAY_SECONDS", 30.0),
         "reachable": any(p["container_port"] == RING_PORT and p["protocol"] == "tcp" and
                          p["served"] for p in svc["ports"])}
+
+
+REPLACE_RE = re.compile(r"-Dcassandra\.replace_address(_first_boot)?=(\S+)")
+
+
+def replace_option(jvm_options):
+    """{"address", "first_boot"} from the JVM options (the official image's cassandra-env.sh
+    appends $JVM_EXTRA_OPTS to JVM_OPTS), or None."""
+    found = REPLACE_RE.findall(jvm_options or "")
+    if not found:
+        return None
+    first_boot, address = found[-1]
+    return {"address": address.strip("/"), "first_boot": bool(first_boot)}
 
 
 def start_container(project, service, state):
@@ -915,6 +944,23 @@ def stun_response(data, addr):
     return header + attrs + struct.pack("!HHI", 0x8028, 4, crc)
 
 
+# Replacing a dead node, as Cassandra 4 does it ("Replacing a dead node", Apache Cassandra 4.1
+# docs; StorageService.prepareForReplacement): a node started with
+# -Dcassandra.replace_address_first_boot=<dead> first runs a gossip shadow round (it asks the
+# seeds for the ring without announcing itself) and fails its start when no seed answers
+# within the ring delay ("Unable to gossip with any peers"), when the address is not in gossip,
+# or when the node there is alive ("Cannot replace a live node"). It then takes the dead node's
+# host id and tokens, streams at UJ and turns UN; a different address leaves the ring then.
+# The same address may be reused. A node whose data directory holds a completed bootstrap
+# ignores the _first_boot flag and starts as itself; plain replace_address then fails. A seed
+# never bootstraps, so it cannot replace (allow_unsafe_replace is not simulated).
+UNSAFE_REPLACE = ("Replacing a node without bootstrapping risks invalidating consistency "
+                  "guarantees as the expected data may not be present until repair is run. To "
+                  "perform this operation, please restart with "
+                  "-Dcassandra.allow_unsafe_replace=true")
+GONE_STATES = ("left", "replaced")
+
+
 class Ring:
     """One node's view of a fake Cassandra ring (see the module docstring)."""
 
@@ -926,6 +972,71 @@ class Ring:
         self.me.update(state="normal" if normal else "joining", heartbeat=now,
                        joined_at=now if normal else None)
         self.members = {settings["address"]: self.me}
+        self.failed, self.replaces, self.started = None, None, now
+        replace = settings.get("replace")
+        if replace and settings["bootstrapped"]:
+            if replace["first_boot"]:
+                _log("cassandra: Replace address on first boot requested; this node is already "
+                     "bootstrapped")
+            else:
+                self.failed = "Cannot replace address with a node that is already bootstrapped"
+        elif replace and self.is_seed:
+            self.failed = UNSAFE_REPLACE
+        elif replace:
+            self.replaces = replace["address"]
+            self.me.update(state="hibernate", joined_at=None)
+
+    def _fail(self, message):
+        self.failed = message
+        _log("cassandra: ERROR Exception encountered during startup: %s" % message)
+
+    def _get(self, host, port, path):
+        with urllib.request.urlopen("http://%s:%d%s" % (host, port, path),
+                                    timeout=1.0) as response:
+            return json.loads(response.read())
+
+    def shadow_round(self):
+        """Before announcing itself, a replacement reads the ring from a seed and checks the
+        node it replaces; True once it streams, False while no seed answered yet."""
+        for host, port in self.settings["seeds"]:
+            if host == self.me["address"] or not self.settings["reachable"]:
+                continue
+            try:
+                answer = self._get(host, port, "/_fake/ring")
+            except (OSError, ValueError, urllib.error.URLError):
+                continue
+            if answer.get("cluster") != self.settings["cluster"]:
+                continue
+            members = answer.get("members") or []
+            dead = next((m for m in members if m.get("address") == self.replaces and
+                         m.get("state") not in GONE_STATES), None)
+            if dead is None:
+                self._fail("Cannot replace_address /%s because it doesn't exist in gossip"
+                           % self.replaces)
+                return False
+            if time.time() - dead.get("heartbeat", 0) <= self.settings["down_seconds"]:
+                self._fail("java.lang.UnsupportedOperationException: Cannot replace a live "
+                           "node /%s. Endpoint still alive" % self.replaces)
+                return False
+            with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
+                schema = self._get(host, port, "/_fake/cql").get("keyspaces") or {}
+                cql_route(self, "POST", json.dumps({"keyspaces": schema}))  # schema pull
+            now = time.time()
+            with self.lock:
+                self.me.update(host_id=dead["host_id"], tokens=dead["tokens"],
+                               state="joining", joined_at=now, heartbeat=now)
+                for record in members:
+                    if record.get("address") != self.me["address"]:
+                        self.members[record["address"]] = record
+            data = read_json(self.settings["persisted"], {})
+            data.update(host_id=dead["host_id"], bootstrapped=False)
+            write_json(self.settings["persisted"], data)
+            _log("cassandra: %s replacing %s (host id %s): streaming its ranges (UJ)"
+                 % (self.me["address"], self.replaces, dead["host_id"]))
+            return True
+        if time.time() - self.started > self.settings["ring_delay"]:
+            self._fail("java.lang.RuntimeException: Unable to gossip with any peers")
+        return False
 
     def _tick(self):  # call with the lock held
         me, now = self.me, time.time()
@@ -933,6 +1044,13 @@ class Ring:
                 now >= me["joined_at"] + self.settings["join_seconds"]:
             me["state"] = "normal"
             _log("cassandra: %s joined the ring (UN)" % me["address"])
+            old = self.members.get(self.replaces)
+            if old is not None and self.replaces != me["address"]:
+                # Gossip carries the replacement's takeover of the old address: every node
+                # drops it from the ring (its tokens are this node's now).
+                self.members[self.replaces] = dict(old, state="replaced", heartbeat=now)
+                _log("cassandra: %s replaced %s, which left the ring"
+                     % (me["address"], self.replaces))
             data = read_json(self.settings["persisted"], {})
             data.update(host_id=me["host_id"], bootstrapped=True)
             write_json(self.settings["persisted"], data)
@@ -963,6 +1081,8 @@ class Ring:
         return 200, {"cluster": cluster, "members": self.merge(data.get("members") or [])}
 
     def gossip_once(self):
+        if self.me["state"] == "hibernate":
+            return  # not announced until its shadow round has checked what it replaces
         reached = False
         for host, port in self.settings["seeds"]:
             if host == self.me["address"] or self.left or not self.settings["reachable"]:
@@ -992,8 +1112,15 @@ class Ring:
         if not self.settings["reachable"]:
             _log("cassandra: storage port %d is not published: other nodes cannot reach this "
                  "node, it stays alone" % RING_PORT)
-        while not stop.wait(GOSSIP_SECONDS):
-            self.gossip_once()
+        if self.failed:
+            self._fail(self.failed)
+        while not self.failed and not stop.wait(GOSSIP_SECONDS):
+            if self.me["state"] == "hibernate":
+                self.shadow_round()
+            else:
+                self.gossip_once()
+        if self.failed:
+            stop.set()  # the JVM exits: the container stops
 
     def view(self):
         """The control socket's /_fake/ring: gossip once, then the members and their status."""
@@ -1004,7 +1131,7 @@ class Ring:
                 up = record is self.me or \
                     time.time() - record.get("heartbeat", 0) <= self.settings["down_seconds"]
                 state = {"normal": "N", "joining": "J", "leaving": "L"}.get(record["state"], "N")
-                if record.get("state") != "left":
+                if record.get("state") not in GONE_STATES + ("hibernate",):
                     rows.append(dict(record, status=("U" if up else "D") + state))
             return {"cluster": self.settings["cluster"], "rows": rows}
 
@@ -1217,7 +1344,7 @@ def serve_container(spec_path):
     while not stop.wait(1.0):
         pass
     _log("stopping")
-    return 0
+    return 3 if ring is not None and ring.failed else 0  # CassandraDaemon's startup exit
 
 
 def control_request(record, path, timeout=30.0):
