@@ -2,6 +2,7 @@
 the rendered server.sh does on real PostgreSQL 15 (slots, sync/async, a former primary moved
 aside and cloned fresh, promotion), two clusters on loopback ports of this machine."""
 
+import contextlib
 import glob
 import os
 import re
@@ -14,6 +15,8 @@ import time
 import pytest
 
 from lib import deployment_record
+from lib.errors import DialogError, InputError
+from lib.healing import postgres_failover
 from lib.render import render_host, replication_slot
 from test_render import SECRETS, compose, file_of, make_context, with_role
 
@@ -329,3 +332,120 @@ def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(c
     b.sql("INSERT INTO writes VALUES (202)")
     _until("A has every write", lambda: a.sql("SELECT count(*) FROM writes") == "202")
     assert a.sql("SELECT pg_is_in_recovery()") == "t"
+
+
+# ----------------------------------------------------------------------- promote and repoint
+
+class FakeConnection:
+    def __init__(self, name):
+        self.host, self.user = name, "root"
+
+
+class FakePair:
+    """SSH to the hosts of a deployment, faked where lib.healing.postgres_failover reaches
+    them: which hosts answer, each postgres service's state and what each command did."""
+
+    def __init__(self, monkeypatch, down=(), running=("postgres", "pgbouncer"), states=None):
+        self.down, self.running, self.states = set(down), running, states or {}
+        self.commands, self.uploads, self.bootstrapped, self.recorded = [], {}, [], []
+        monkeypatch.setattr(postgres_failover.operations, "session", self.session)
+        monkeypatch.setattr(postgres_failover.health, "remote", self.remote)
+        monkeypatch.setattr(postgres_failover.bootstrap, "upload_changed", self.upload)
+        monkeypatch.setattr(postgres_failover.operations, "bootstrap_one",
+                            lambda context, name, ssh, **_: self.bootstrapped.append(name))
+
+    @contextlib.contextmanager
+    def session(self, host, ssh, hosts=None, timeout=None, **_):
+        if host["name"] in self.down:
+            raise postgres_failover.ResourceFailed("%s: SSH timed out" % host["name"])
+        yield FakeConnection(host["name"])
+
+    def remote(self, connection, command, stdin=None, timeout=60.0):
+        self.commands.append((connection.host, command))
+        if command.endswith("ps --status running --services"):
+            return 0, "\n".join(self.running), ""
+        if "postgres_ha" in (stdin or "") or "exec -T postgres bash -s -- " in command:
+            verb = command.rsplit(" ", 1)[1]
+            state = dict(self.states.get(connection.host, {}))
+            if verb == "promote":
+                state.update(in_recovery="false", lsn="0/3025C68", promoted="now")
+            return 0, "".join("%s=%s\n" % kv for kv in state.items()), ""
+        if command.startswith("sha256sum"):
+            return 0, "0" * 64 + "  /etc/dialog/server.conf\n", ""
+        if "--force-recreate" in command:
+            return 0, "", ""
+        return 127, "", "unexpected command: " + command
+
+    def upload(self, connection, files):
+        self.uploads[connection.host] = [f["path"] for f in files]
+        return [f["path"] for f in files], []
+
+
+STANDBY_STATE = {"in_recovery": "true", "receiver": "", "received": "0/3025C68",
+                 "replayed": "0/3025C68", "lsn": "0/3025C68", "streaming": ""}
+
+
+def _promote(context, name, record=None):
+    recorded = []
+    result = postgres_failover.promote(context, {}, name, record or {}, recorded.append)
+    return result, recorded
+
+
+def test_promote_refuses_a_host_that_is_not_a_postgres_standby_before_any_ssh(monkeypatch):
+    fake = FakePair(monkeypatch)
+    context = pair_context()
+    with pytest.raises(InputError) as error:
+        _promote(context, "dialog-web-1")
+    assert error.value.field == "host"
+    assert error.value.allowed == ["dialog-postgres-1", "dialog-postgres-2"]
+    single = make_context("small")
+    with pytest.raises(InputError, match="no standby to fail over to"):
+        _promote(single, with_role(single, "postgres")[0]["name"])
+    assert fake.commands == []
+
+
+def test_promote_refuses_while_the_recorded_primary_still_serves(monkeypatch):
+    fake = FakePair(monkeypatch, states={"dialog-postgres-2": STANDBY_STATE})
+    with pytest.raises(DialogError, match="Fence it first .st2 run dialog.fence "
+                       "deployment=dialog host=dialog-postgres-1"):
+        _promote(pair_context(), "dialog-postgres-2")
+    assert not any("promote" in command for _, command in fake.commands)
+
+
+def test_promote_refuses_a_standby_that_never_streamed(monkeypatch):
+    FakePair(monkeypatch, down=["dialog-postgres-1"],
+             states={"dialog-postgres-2": dict(STANDBY_STATE, received="")})
+    with pytest.raises(DialogError, match="not a streaming standby"):
+        _promote(pair_context(), "dialog-postgres-2")
+
+
+def test_promote_with_the_primary_fenced_records_the_new_primary(monkeypatch):
+    fake = FakePair(monkeypatch, down=["dialog-postgres-1"],
+                    states={"dialog-postgres-2": STANDBY_STATE})
+    result, recorded = _promote(pair_context(), "dialog-postgres-2")
+    assert recorded == ["dialog-postgres-2"]
+    assert result["primary"] == "dialog-postgres-2" and result["previous"] == "dialog-postgres-1"
+    assert result["lsn"] == "0/3025C68" and result["seconds"] >= 0
+    assert ("dialog-postgres-2", next(c for h, c in fake.commands if c.endswith(" promote"))) \
+        in fake.commands
+    assert not any(secret in repr(result) for secret in SECRETS.values())
+    # Stopped postgres service on a reachable former primary counts as fenced too.
+    fake = FakePair(monkeypatch, running=("pgbouncer",),
+                    states={"dialog-postgres-2": STANDBY_STATE})
+    result, recorded = _promote(pair_context(), "dialog-postgres-2")
+    assert recorded == ["dialog-postgres-2"]
+
+
+def test_repoint_recreates_only_pgbouncer_and_restarts_changed_dialog_servers(monkeypatch):
+    fake = FakePair(monkeypatch, down=["dialog-postgres-1"])
+    context = pair_context("dialog-postgres-2")
+    result = postgres_failover.repoint(context, {})
+    assert result["primary"] == "dialog-postgres-2"
+    assert "dialog-postgres-1" in result["skipped"]
+    assert sorted(fake.uploads["dialog-postgres-2"]) == sorted(postgres_failover.REPOINTED)
+    recreated = [c for h, c in fake.commands if "--force-recreate" in c]
+    assert len(recreated) == 1 and recreated[0].endswith("--no-deps --force-recreate pgbouncer")
+    servers = [h["name"] for h in with_role(context, "dialog-server")]
+    assert fake.bootstrapped == servers     # one at a time, in index order
+    assert result["dialog_servers"] == {name: "restarted" for name in servers}
+    assert not any("up -d" in c and "postgres" == c.split()[-1] for _, c in fake.commands)
