@@ -34,6 +34,11 @@ def _noop(_message):
     return None
 
 
+def _last_line(text):
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
 def _compose(rendered, connection, args):
     return health.sudo_prefix(connection) + "docker compose -p %s -f %s %s" % (
         shlex.quote(rendered["project"]), shlex.quote(rendered["compose_file"]),
@@ -54,7 +59,7 @@ def run_ha(connection, rendered, command, timeout=60.0):
                                                     command]), script, timeout)
     values = parse_lines(out)
     if status != 0:
-        detail = values.get("error") or health.last_line(err) or "exit status %s" % status
+        detail = values.get("error") or _last_line(err) or "exit status %s" % status
         raise ResourceFailed("%s (postgres): %s failed: %s" % (rendered["host"], command, detail),
                              details={"host": rendered["host"]})
     return values
@@ -169,7 +174,7 @@ def _repoint_postgres_host(context, host, ssh, progress):
                                        "pgbouncer"]), timeout=120.0)
             if status != 0:
                 raise ResourceFailed("%s: recreating pgbouncer failed: %s"
-                                     % (host["name"], health.last_line(err)))
+                                     % (host["name"], _last_line(err)))
             progress("%s: pgbouncer now points at the primary" % host["name"])
     return sorted(uploaded)
 
