@@ -24,6 +24,9 @@ PRIVATE_DIRS = ("/var/log/nginx", "/var/lib/nginx", "/var/cache/nginx")
 STOP_SIGNAL = signal.SIGQUIT  # the image's STOPSIGNAL: graceful shutdown
 START_SECONDS = 30
 WRAPPER = "/usr/local/bin/nginx"
+# Read now: on a sandbox host this package is a zip in /usr/local/bin, which the container's
+# namespace covers with its own empty directory before prepare() runs.
+WRAPPER_TEXT = pkgutil.get_data(__name__, "nginx-image.sh").decode()
 
 
 def matches(image):
@@ -31,8 +34,7 @@ def matches(image):
 
 
 def prepare(container):
-    container.write_file(WRAPPER, pkgutil.get_data(__name__, "nginx-image.sh").decode(),
-                         mode=0o755)
+    container.write_file(WRAPPER, WRAPPER_TEXT, mode=0o755)
     # The image links its logs to the container's output (docker logs shows them).
     for name, target in (("access.log", "/dev/stdout"), ("error.log", "/dev/stderr")):
         os.symlink(target, os.path.join("/var/log/nginx", name))
