@@ -32,6 +32,7 @@ import contextlib
 import io
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -251,6 +252,8 @@ def main(argv, bench=False):
     if problems:
         print("the sandbox cannot run here:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
+    # timeout(1) and CI stop a run with SIGTERM: tear the sandbox down on it too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     out = sys.stdout
     begun = time.monotonic()
 
