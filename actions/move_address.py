@@ -19,8 +19,14 @@ class MoveAddressAction(DialogAction):
         via = ssh_path.resolve_via(settings.get("ssh_address"), provider)
 
         def reachable(host):
-            address, jump = ssh_path.route(host, via, hosts)
-            return ssh_path.PROBE.alive(jump) if jump else ssh_path.PROBE.banner(address)
+            """True: sshd answers (directly, or a live jump leads to it); None: no path."""
+            paths = ssh_path.routes(host, via, hosts)
+            for address, jump in paths:
+                if jump is None:
+                    return ssh_path.PROBE.banner(address)
+                if ssh_path.PROBE.alive(jump):
+                    return True
+            return None
 
         result = move_addresses(driver, deployment, lost_host, hosts, reachable,
                                 to_host=to_host, known=tuple(addresses or ()))

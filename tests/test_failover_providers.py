@@ -321,7 +321,20 @@ def test_ordered_routes_put_a_dead_first_proxy_last(monkeypatch):
               "private_address": "10.0.0.3"}]
     probe = ssh_path.JumpProbe(timeout=1.0)
     ways = ssh_path.ordered_routes(hosts[2], "jump", hosts, probe=probe)
-    assert [(a, (j or {}).get("name")) for a, j in ways] == [("10.0.0.3", "d-proxy-2"),
-                                                 ("10.0.0.3", "d-proxy-1")]
+    assert [(a, (j or {}).get("name")) for a, j in ways] == [
+        ("10.0.0.3", "d-proxy-2"), ("10.0.0.3", "d-proxy-1")]
     assert ssh_path.route(hosts[2], "jump", hosts)[1]["name"] == "d-proxy-1"
     server.close()
+
+
+def test_move_address_takes_a_running_proxy_no_ssh_path_leads_to(emu):
+    """The standby proxy has no public address: with the lost proxy as the only jump, nothing
+    can check it over SSH. Running at the provider is then enough (the address it receives
+    makes it reachable); a proxy that answers is still preferred, one that refuses is not
+    taken."""
+    driver, _, by_name = deployed(emu)
+    hosts = list(by_name.values())
+    address, _ = eip_holder(emu)
+    result = move_addresses(driver, "dialog", "dialog-proxy-1", hosts, lambda h: None)
+    assert result["moved"] == [{"address": address, "from": "dialog-proxy-1",
+                                "to": "dialog-proxy-2"}]

@@ -25,7 +25,9 @@ def lost_group(deployment, lost_host, hosts):
 
 def pick_target(hosts, group, lost_host, reachable, to_host=None):
     """The host to move to: `to_host` when given (it must be of `group`, running, not the
-    lost one), else the first of `group` by index that runs and reachable(host) says yes."""
+    lost one), else the first of `group` by index that runs and reachable(host) says yes
+    (True), else the first running one that could not be checked (reachable(host) is None:
+    no SSH path leads to it)."""
     candidates = sorted((h for h in hosts if h["group"] == group and h["name"] != lost_host),
                         key=lambda h: h["index"])
     if to_host:
@@ -37,14 +39,22 @@ def pick_target(hosts, group, lost_host, reachable, to_host=None):
             raise ResourceFailed("%s is %s at the provider; it cannot take the address"
                                  % (to_host, named[0].get("state")))
         return named[0]
-    tried = []
+    tried, unchecked = [], []
     for host in candidates:
+        answer = reachable(host) if host.get("state") in RUNNING else False
         if host.get("state") not in RUNNING:
             tried.append("%s is %s" % (host["name"], host.get("state")))
-        elif not reachable(host):
+        elif answer is None:
+            unchecked.append(host)
+        elif not answer:
             tried.append("%s does not answer SSH" % host["name"])
         else:
             return host
+    if unchecked:
+        # No SSH path to check it: a standby proxy without a public address is reached only
+        # through a jump proxy, and the lost proxy was that jump. Running at the provider is
+        # then the best evidence there is; the address it receives makes it reachable again.
+        return unchecked[0]
     raise ResourceFailed("no healthy %s host to move the address to (%s)"
                          % (group, "; ".join(tried) or "the group has no other host"))
 
