@@ -46,16 +46,18 @@ def plan_for(tier="small-failover", with_storage=False, **kwargs):
 
 
 def expected_counts(plan):
-    """A network of its own: a public and a private subnet with a route table each, one NAT
-    gateway whose Elastic IP and network interface come on top of the hosts' ones; mini, whose
-    only host holds Elastic IPs, has the public subnet only."""
+    """A network of its own: a public and a private subnet in each zone a host goes to (one
+    route table per side), one NAT gateway whose Elastic IP and network interface come on top
+    of the hosts' ones; mini, whose only host holds Elastic IPs, has one public subnet only."""
     roles = {r for h in plan["hosts"] for r in h["roles"]}
     nat = int(any(h["public_ips"] == 0 for h in plan["hosts"]) and plan["tier"] != "mini")
+    zones = len({h["zone_slot"] for h in plan["hosts"]})
     return {"instances": len(plan["hosts"]),
             "volumes": sum(len(h["disks"]) for h in plan["hosts"]),
             "addresses": plan["public_ips"] + nat,
             "security_groups": len(roles) + 1,
-            "vpcs": 1, "subnets": 1 + nat, "internet_gateways": 1, "route_tables": 1 + nat,
+            "vpcs": 1, "subnets": zones * (1 + nat), "internet_gateways": 1,
+            "route_tables": 1 + nat,
             "network_interfaces": len(plan["hosts"]) + nat, "nat_gateways": nat}
 
 
@@ -183,7 +185,8 @@ def test_reconcile_creates_exactly_the_plan_and_destroy_removes_it(emu, tier, wi
     assert all(m["Ebs"]["DeleteOnTermination"] for i in snapshot.of("dialog")["instances"]
                for m in i["BlockDeviceMappings"])
     launches = collections.Counter(driver.calls.mutating)["RunInstances"]
-    assert launches == len({h["group"] for h in plan["hosts"]})
+    # One launch per group and zone (lib.cloud.zones).
+    assert launches == len({(h["group"], h["zone_slot"]) for h in plan["hosts"]})
     assert sorted(c["name"] for c in changes if c["kind"] == "host") == sorted(
         h["name"] for h in plan["hosts"])
     check_inventory(driver, plan)
@@ -247,7 +250,7 @@ def test_dry_run_lists_the_changes_and_changes_nothing(emu):
     assert kinds[("create", "host")] == len(plan["hosts"])
     assert kinds[("create", "address")] == plan["public_ips"]
     assert kinds[("create", "vpc")] == 1
-    assert kinds[("create", "nat-gateway")] == 1 and kinds[("create", "subnet")] == 2
+    assert kinds[("create", "nat-gateway")] == 1 and kinds[("create", "subnet")] == 4
 
     real = make_driver(emu)
     assert real.reconcile(plan) == listed, "a dry run lists what the real run does"
@@ -315,13 +318,15 @@ def test_a_crash_after_any_mutating_call_converges_on_the_next_run(emu):
           % (total, total, time.monotonic() - started))
 
 
-def crash_after_first(emu, plan, operation, after=None):
+def crash_after_first(emu, plan, operation, after=None, skip=0):
     """Provision until just after the first `operation` (the first after the operation
-    `after`, when given) succeeded, then die."""
+    `after`, when given; skip: that many of them later) succeeded, then die."""
     clean = make_driver(emu)
     clean.reconcile(plan)
     start = clean.calls.mutating.index(after) + 1 if after else 0
     k = clean.calls.mutating.index(operation, start) + 1
+    for _ in range(skip):
+        k = clean.calls.mutating.index(operation, k) + 1
     emu.reset()
     with pytest.raises(Crash):
         make_driver(emu, calls=CrashAfter(k)).reconcile(plan)
@@ -346,22 +351,26 @@ def test_a_crash_between_allocate_and_associate_never_allocates_twice(emu):
 
 def test_a_crash_before_naming_new_instances_maps_them_by_launch_index(emu):
     plan = plan_for("small-failover")
-    clean = crash_after_first(emu, plan, "RunInstances")
-    unnamed = instances(emu)
+    # The eighth launch: dialog servers 1 and 3, the first zone's (proxies, web and voice
+    # launch one per zone, push one).
+    clean = crash_after_first(emu, plan, "RunInstances", skip=7)
+    unnamed = [i for i in instances(emu)
+               if "dialog:index" not in {t["Key"] for t in i["Tags"]}]
     assert len(unnamed) == 2
     for instance in unnamed:
         tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-        assert (tags["Name"], tags["dialog:batch"]) == ("dialog-proxy", "1,2")
+        assert (tags["Name"], tags["dialog:batch"]) == ("dialog-dialog-server", "1,3")
         assert "dialog:index" not in tags
     rerun = make_driver(emu)
     rerun.reconcile(plan)
     calls = collections.Counter(rerun.calls.mutating)
-    assert calls["RunInstances"] == collections.Counter(clean.calls.mutating)["RunInstances"] - 1
+    assert calls["RunInstances"] == collections.Counter(clean.calls.mutating)["RunInstances"] - 8
     by_id = {i["InstanceId"]: {t["Key"]: t["Value"] for t in i["Tags"]} for i in instances(emu)}
     for instance in unnamed:
         tags = by_id[instance["InstanceId"]]
-        assert tags["Name"] == "dialog-proxy-%d" % (instance["AmiLaunchIndex"] + 1)
-        assert tags["dialog:index"] == str(instance["AmiLaunchIndex"] + 1)
+        index = (1, 3)[instance["AmiLaunchIndex"]]
+        assert tags["Name"] == "dialog-dialog-server-%d" % index
+        assert tags["dialog:index"] == str(index)
     assert emu.resource_counts() == expected_counts(plan)
 
 
@@ -409,9 +418,11 @@ def test_scaling_dialog_servers_up_and_down(emu):
     changes = up.reconcile(plan_for("small-failover", dialog_servers=5))
     assert [(c["action"], c["name"]) for c in changes] == [
         ("create", "dialog-dialog-server-4"), ("create", "dialog-dialog-server-5")]
-    assert collections.Counter(up.calls.mutating)["RunInstances"] == 1
-    new = [i for i in instances(emu) if {"Key": "dialog:batch", "Value": "4,5"} in i["Tags"]]
-    assert len(new) == 2 and len({i["ReservationId"] for i in new}) == 1
+    # 4 goes to the second zone, 5 to the first: one launch each.
+    assert collections.Counter(up.calls.mutating)["RunInstances"] == 2
+    new = [i for i in instances(emu) if {"Key": "dialog:batch", "Value": "4"} in i["Tags"]
+           or {"Key": "dialog:batch", "Value": "5"} in i["Tags"]]
+    assert len(new) == 2 and len({i["Placement"]["AvailabilityZone"] for i in new}) == 2
     assert emu.resource_counts()["instances"] == len(plan["hosts"]) + 2
 
     # The second line of defence (lib.removal_guard): a dialog server goes only when named.
@@ -542,7 +553,8 @@ def test_new_network_sends_private_hosts_out_through_one_nat_gateway(emu):
         for association in table["Associations"]:
             routes[association["SubnetId"]] = default
     private = [s for s, side in subnets.items() if side == "private"]
-    assert len(private) == 1 and routes[private[0]]["NatGatewayId"] == nat["NatGatewayId"]
+    assert len(private) == 2     # one per zone, both out through the one NAT gateway
+    assert all(routes[s]["NatGatewayId"] == nat["NatGatewayId"] for s in private)
     assert routes[nat["SubnetId"]]["GatewayId"].startswith("igw-")
     where = {{t["Key"]: t["Value"] for t in i["Tags"]}["Name"]: subnets[i["SubnetId"]]
              for i in instances(emu)}
@@ -622,7 +634,7 @@ def test_instance_quota_says_what_was_asked(emu, code):
     with pytest.raises(QuotaError) as caught:
         driver.reconcile(plan_for("small-failover"))
     text = str(caught.value)
-    assert "3 t2.xlarge instances for group dialog-server" in text
+    assert "2 t2.xlarge instances for group dialog-server" in text   # the first zone's
     assert code in text and "current limit" in text
     # Once the limit is raised, the next run finishes the job.
     make_driver(emu).reconcile(plan_for("small-failover"))

@@ -10,6 +10,7 @@ import re
 from lib.catalog import (DROPLET_CLASSES, PROVIDERS, count_is_allowed, default_catalog,
                          describe_counts, parse_port_range)
 from lib.cloud.aws_egress import hosts_needing_public_subnet
+from lib.cloud.zones import ZONE_COUNT, zone_slot
 from lib.errors import InputError
 from lib.hosts.ssh_path import firewall_rules
 
@@ -204,6 +205,9 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
             }
             if instance:
                 host["instance"] = instance
+            if provider == "aws":
+                # Which of the deployment's availability zones (1 or 2) the host goes to.
+                host["zone_slot"] = zone_slot(index)
             group.append(host["name"])
             hosts.append(host)
         for index in range(1, server.get("shared_public_ips", 0) + 1):
@@ -223,6 +227,8 @@ def build_plan(tier, provider="aws", region=None, deployment="dialog", with_stor
         "floating_ips": floating,
         "firewall": firewall_rules(_firewall(catalog, servers, networks, monitoring), ssh_address),
         "public_ips": sum(h["public_ips"] for h in hosts) + len(floating),
+        # AWS spreads hosts over this many availability zones by index (lib.cloud.zones).
+        "zones": ZONE_COUNT if provider == "aws" else 1,
         # AWS: the hosts without an address of their own reach Docker's repository and the
         # registry through one NAT gateway of a network the pack creates (lib.cloud.aws_egress).
         "nat_gateways": int(provider == "aws" and len(hosts) > len(

@@ -20,6 +20,7 @@ import jinja2
 from lib.catalog import default_catalog, parse_port_range
 from lib.deployment_record import postgres_primary
 from lib.cassandra_replace import replace_address
+from lib.cloud.zones import cassandra_rack
 from lib.errors import InputError
 from lib.hosts.turn_peers import peer_rules
 from lib.hosts.volumes import rendered_volumes
@@ -296,6 +297,8 @@ def _model(context, host, images, catalog):
         "joining": list(context.get("joining") or ()),
         # dialog.deploy's `replacing`: the dead node's address this Cassandra host replaces.
         "replace_address": replace_address(context.get("replacing"), host, hosts),
+        # GossipingPropertyFileSnitch's rack: the host's AWS zone, else rack1 (lib.cloud.zones).
+        "cassandra_rack": cassandra_rack(host),
         "voice": hosts_with(hosts, "voice"),
         "push": hosts_with(hosts, "push"),
         "web": hosts_with(hosts, "web"),

@@ -7,6 +7,7 @@ that state lacks. A run that died half-way is finished by the next one; nothing 
 
 import contextlib
 import hashlib
+import ipaddress
 import time
 
 import boto3
@@ -23,7 +24,9 @@ from lib.cloud.aws_egress import (DEFAULT_ROUTE, default_route, egress_problem,
                                   hosts_needing_public_subnet)
 from lib.cloud.login_users import aws_login_users
 from lib.cloud.volume_devices import aws_device, xen_device
-from lib.errors import CredentialsError, ProviderError, QuotaError, ResourceFailed
+from lib.cloud.zones import (DEFAULT_RACK, check_named_zones, free_subnet, order_zones,
+                             zone_of)
+from lib.errors import CredentialsError, InputError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import validate_deployment_name
 from lib.profiles import SECRET_FIELDS
 from lib.providers import base
@@ -33,8 +36,11 @@ from lib.providers.base import (MANAGED_BY, TAG_DEPLOYMENT, TAG_GROUP, TAG_INDEX
 DEBIAN_OWNER = "136693071363"
 DEBIAN_NAME = "debian-12-amd64-*"
 VPC_CIDR = "10.40.0.0/16"
-SUBNET_CIDR = "10.40.0.0/20"           # public: proxies, hosts with EIPs, the NAT gateway
-PRIVATE_SUBNET_CIDR = "10.40.16.0/20"  # everything else, out through the NAT gateway
+# Each zone has a public subnet (proxies, hosts with EIPs; the first zone's also the NAT
+# gateway) and a private one (everything else, out through the NAT gateway), each the lowest
+# free /20 of the VPC: the first zone gets 10.40.0.0/20 and 10.40.16.0/20, as networks made
+# before zones did.
+SUBNET_PREFIX = 20
 PUBLIC, PRIVATE = "public", "private"
 DATA_DEVICES = "fghijklmnop"
 SESSION_NAME = "stackstorm-dialog"
@@ -47,6 +53,7 @@ TAG_SLOT = "dialog:slot"          # elastic IP: which of the host's addresses (1
 TAG_FLOATING = "dialog:floating"  # elastic IP: the plan's floating address name
 TAG_NET = "dialog:network"        # subnet, route table: public or private (none: public)
 TAG_NAT = "dialog:nat"            # elastic IP, NAT gateway: the deployment's egress
+TAG_RACK = "dialog:rack"          # instance: the Cassandra rack it joined with (its zone)
 HOSTS = "hosts"
 NAT_LIVE = ["pending", "available"]
 
@@ -118,6 +125,7 @@ def _record(raw):
     tags = _tags(raw)
     return {
         "id": raw["InstanceId"], "group": group, "index": index, "tags": tags,
+        "zone": (raw.get("Placement") or {}).get("AvailabilityZone"),
         "size": raw.get("InstanceType"), "state": raw["State"]["Name"],
         "eni": nic.get("NetworkInterfaceId"),
         "private_ips": [p["PrivateIpAddress"] for p in ips],
@@ -183,7 +191,8 @@ class _State:
         self.deployment = deployment
         self.vpc = self.gateway = None
         self.vpc_id = None
-        self.subnets = {}       # PUBLIC/PRIVATE -> subnet (both the operator's when given)
+        self.subnets = {}       # (PUBLIC/PRIVATE, zone) -> subnet (the operator's for both)
+        self.zones = []         # the deployment's zones in slot order (lib.cloud.zones)
         self.route_tables = {}  # PUBLIC/PRIVATE -> route table the pack made
         self.nat = None         # the deployment's NAT gateway (pending or available)
         self.nat_addresses = []     # Elastic IPs tagged for the NAT gateway
@@ -194,9 +203,15 @@ class _State:
         self.image = None
         self.created = set()    # host keys launched in this run
 
-    def subnet_id(self, side):
-        subnet = self.subnets.get(side)
+    def subnet_id(self, side, zone=None):
+        """The side's subnet in `zone`; zone None: in the first zone."""
+        if zone is None and self.zones:
+            zone = self.zones[0]
+        subnet = self.subnets.get((side, zone))
         return subnet["SubnetId"] if subnet else None
+
+    def side_subnets(self, side):
+        return [s for (sd, _), s in sorted(self.subnets.items()) if sd == side]
 
     def group_key(self, group_id):
         for key, group in self.groups.items():
@@ -401,7 +416,9 @@ class Driver(base.Driver):
                                     % (self._where, subnet_id, vpc_id))
             state.own_network = False
             state.vpc_id = subnet["VpcId"]
-            state.subnets = {PUBLIC: subnet, PRIVATE: subnet}
+            zone = subnet.get("AvailabilityZone")
+            state.subnets = {(PUBLIC, zone): subnet, (PRIVATE, zone): subnet}
+            state.zones = [zone]
             return
         if vpc_id:
             raise ProviderError("%s: vpc_id needs subnet_id: name the subnet to deploy into"
@@ -419,7 +436,8 @@ class Driver(base.Driver):
         for subnet in sorted(self._describe("describe_subnets", "Subnets",
                                             Filters=self._ours(state.deployment, in_vpc)),
                              key=lambda x: x["SubnetId"]):
-            state.subnets.setdefault(_tags(subnet).get(TAG_NET, PUBLIC), subnet)
+            state.subnets.setdefault((_tags(subnet).get(TAG_NET, PUBLIC),
+                                      subnet.get("AvailabilityZone")), subnet)
         gateways = self._describe("describe_internet_gateways", "InternetGateways", Filters=ours)
         state.gateway = gateways[0] if gateways else None
         for table in sorted(self._describe("describe_route_tables", "RouteTables",
@@ -469,6 +487,10 @@ class Driver(base.Driver):
             "provider_id": instance["id"],
             "size": instance["size"],
             "state": instance["state"],
+            "zone": instance["zone"],
+            # Cassandra's rack (lib.cloud.zones.cassandra_rack): the zone the instance was
+            # launched with, rack1 for an instance from before zones.
+            "rack": tags.get(TAG_RACK) or DEFAULT_RACK,
             "private_address": instance["private_ips"][0] if instance["private_ips"] else None,
             "public_addresses": [a["PublicIp"] for a in held],
             "volumes": self._volumes(instance, volumes),
@@ -504,11 +526,17 @@ class Driver(base.Driver):
         if plan.get("provider") != "aws" or plan.get("region") != self.region:
             raise ProviderError("%s: this plan is for %s in %s" % (
                 self._where, plan.get("provider"), plan.get("region")))
+        zones = check_named_zones(self.profile.get("availability_zones"))
+        if zones and self.profile.get("subnet_id"):
+            raise InputError("availability_zones", "goes with a network the pack creates; "
+                             "with subnet_id every host sits in that subnet's zone")
         changes = []
         with self._errors():
             state = self._read(plan["deployment"])
             if not state.own_network:
                 self._check_operator_subnet(state, plan)
+            else:   # before anything is made: a zone the profile names may not exist
+                state.zones = self._zones(state, plan)
             kept, extra = self._planned_instances(state, plan)
             base.check_deletions(plan, [("%s-%s-%s" % (state.deployment, i["group"], i["index"]),
                                          i["tags"].get(TAG_ROLES, "").split(",")) for i in extra])
@@ -542,14 +570,24 @@ class Driver(base.Driver):
                         lambda ec2: ec2.create_vpc(CidrBlock=VPC_CIDR, TagSpecifications=(
                             self._tagged(deployment, "vpc", deployment)))["Vpc"])
                 state.vpc_id = state.vpc["VpcId"]
-        sides = [(PUBLIC, SUBNET_CIDR)]
-        if self._needs_nat(plan):
-            sides.append((PRIVATE, PRIVATE_SUBNET_CIDR))
-        for side, cidr in sides:
-            if side not in state.subnets:
-                changes.append(change("create", "subnet", self._net_name(state, side), cidr))
+        sides = [PUBLIC, PRIVATE] if self._needs_nat(plan) else [PUBLIC]
+        used = [s["CidrBlock"] for s in state.subnets.values()]
+        # The first zone always (the NAT gateway's), the others once a host goes there: mini's
+        # one host needs one subnet.
+        placed = {self._zone_for(state, h) for h in plan["hosts"]}
+        for zone in [z for n, z in enumerate(state.zones) if n == 0 or z in placed]:
+            for side in sides:
+                if (side, zone) in state.subnets:
+                    continue
+                cidr = free_subnet(VPC_CIDR, used, SUBNET_PREFIX)
+                if cidr is None:
+                    raise ProviderError("%s: VPC %s has no free /%d left for a %s subnet in %s"
+                                        % (self._where, VPC_CIDR, SUBNET_PREFIX, side, zone))
+                used.append(cidr)
+                name = self._net_name(state, side, zone)
+                changes.append(change("create", "subnet", name, "%s in %s" % (cidr, zone)))
                 if not dry_run:
-                    self._create_subnet(state, plan, side, cidr)
+                    self._create_subnet(state, side, zone, cidr)
         self._ensure_gateway(state, dry_run, changes)
         self._ensure_route_table(state, PUBLIC, dry_run, changes)
         if self._needs_nat(plan):
@@ -563,37 +601,56 @@ class Driver(base.Driver):
         return any(h["name"] not in public for h in plan["hosts"])
 
     @staticmethod
-    def _net_name(state, side):
-        return "%s-%s" % (state.deployment, side)
+    def _net_name(state, side, zone=None):
+        """Subnets made before zones are called <deployment>-<side>; later ones name their
+        zone too."""
+        return "%s-%s" % (state.deployment, side) + ("-%s" % zone if zone else "")
 
-    def _create_subnet(self, state, plan, side, cidr):
-        params = {"VpcId": state.vpc_id, "CidrBlock": cidr,
-                  "TagSpecifications": self._tagged(state.deployment, "subnet",
-                                                    self._net_name(state, side),
+    def _create_subnet(self, state, side, zone, cidr):
+        name = self._net_name(state, side, zone)
+        params = {"VpcId": state.vpc_id, "CidrBlock": cidr, "AvailabilityZone": zone,
+                  "TagSpecifications": self._tagged(state.deployment, "subnet", name,
                                                     **{TAG_NET: side})}
-        # Both subnets in one zone: a NAT gateway in another zone would cost cross-zone
-        # traffic and fail with that zone.
-        other = [s for s in state.subnets.values() if s.get("AvailabilityZone")]
-        zone = other[0]["AvailabilityZone"] if other else \
-            self._zone_for({h["size"] for h in plan["hosts"]})
-        if zone:
-            params["AvailabilityZone"] = zone
-        state.subnets[side] = self._create_once(
-            "subnet %s" % self._net_name(state, side),
+        state.subnets[(side, zone)] = self._create_once(
+            "subnet %s" % name,
             lambda: self._find_tagged("describe_subnets", "Subnets", state.deployment,
-                                      ("vpc-id", state.vpc_id), ("tag:" + TAG_NET, side)),
+                                      ("vpc-id", state.vpc_id), ("tag:" + TAG_NET, side),
+                                      ("availability-zone", zone)),
             lambda ec2: ec2.create_subnet(**params)["Subnet"])
 
-    def _zone_for(self, sizes):
-        """The first zone that offers every instance type of the plan (not all zones do)."""
+    def _zones(self, state, plan):
+        """The deployment's zones in slot order (lib.cloud.zones.order_zones): the profile's
+        availability_zones, else the zones its subnets are in (oldest subnet first) filled up
+        from the region's available zones that offer every instance type of the plan (not
+        all zones do), sorted."""
+        named = check_named_zones(self.profile.get("availability_zones"))
+        available = sorted(
+            z["ZoneName"] for z in self._describe(
+                "describe_availability_zones", "AvailabilityZones",
+                Filters=[{"Name": "state", "Values": ["available"]}])
+            # Local Zones and Wavelength Zones are listed once opted in; they are no AZ.
+            if z.get("ZoneType", "availability-zone") == "availability-zone")
+        if named:
+            unknown = [z for z in named if z not in available]
+            if unknown:
+                raise InputError("availability_zones", "%s %s not an available zone of %s"
+                                 % (", ".join(unknown), "is" if len(unknown) == 1 else "are",
+                                    self.region), available)
+        sizes = {h["size"] for h in plan["hosts"]}
         offers = self._describe("describe_instance_type_offerings", "InstanceTypeOfferings",
                                 LocationType="availability-zone",
                                 Filters=[{"Name": "instance-type", "Values": sorted(sizes)}])
-        zones = {}
+        types = {}
         for offer in offers:
-            zones.setdefault(offer["Location"], set()).add(offer["InstanceType"])
-        good = sorted(zone for zone, types in zones.items() if types >= sizes)
-        return good[0] if good else None
+            types.setdefault(offer["Location"], set()).add(offer["InstanceType"])
+        offered = [z for z in available if types.get(z, set()) >= sizes]
+        existing = [s["AvailabilityZone"] for s in sorted(
+            state.subnets.values(), key=lambda s: ipaddress.ip_network(s["CidrBlock"]))]
+        zones = order_zones(named, offered, existing)
+        if not zones:
+            raise ProviderError("%s: no available zone of %s offers %s" % (
+                self._where, self.region, ", ".join(sorted(sizes))))
+        return zones
 
     def _ensure_gateway(self, state, dry_run, changes):
         created = state.gateway is None
@@ -654,13 +711,17 @@ class Driver(base.Driver):
                 call = self.ec2.create_route if route is None else self.ec2.replace_route
                 self._fresh(call, RouteTableId=table_id, DestinationCidrBlock=DEFAULT_ROUTE,
                             **{key: target})
-        subnet_id = state.subnet_id(side)
-        if not any(a.get("SubnetId") == subnet_id for a in table.get("Associations") or []):
+        # One table per side serves every zone's subnet of that side.
+        associated = {a.get("SubnetId") for a in table.get("Associations") or []}
+        for subnet in state.side_subnets(side):
+            if subnet["SubnetId"] in associated:
+                continue
             if not created:
                 changes.append(change("update", "route-table", name,
-                                      "associate with %s" % (subnet_id or "the subnet")))
+                                      "associate with %s" % subnet["SubnetId"]))
             if not dry_run:
-                self.ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id)
+                self.ec2.associate_route_table(RouteTableId=table_id,
+                                               SubnetId=subnet["SubnetId"])
 
     # egress
 
@@ -739,7 +800,7 @@ class Driver(base.Driver):
 
     def _check_operator_subnet(self, state, plan):
         """Refuse, before any mutating call, a given subnet whose hosts would have no way out."""
-        subnet = state.subnets[PUBLIC]
+        subnet = state.side_subnets(PUBLIC)[0]
         in_vpc = [{"Name": "vpc-id", "Values": [state.vpc_id]}]
         tables = self._describe("describe_route_tables", "RouteTables", Filters=in_vpc)
         nats = self._describe("describe_nat_gateways", "NatGateways", Filter=in_vpc)
@@ -923,7 +984,12 @@ class Driver(base.Driver):
             for host in missing:
                 changes.append(change("create", "host", host["name"], self._describe_host(host)))
             if missing and not dry_run:
-                self._launch(state, plan, group, missing)
+                # One RunInstances per subnet: a launch puts all its instances in one.
+                batches = {}
+                for host in missing:
+                    batches.setdefault(self._subnet_for(state, plan, [host]), []).append(host)
+                for batch in batches.values():
+                    self._launch(state, plan, group, batch)
             for host in hosts:
                 instance = kept.get((group, host["index"]))
                 if instance:
@@ -978,11 +1044,27 @@ class Driver(base.Driver):
             state.created.add((group, host["index"]))
 
     @staticmethod
-    def _subnet_for(state, plan, hosts):
-        """Hosts that hold Elastic IPs go in the public subnet, all others in the private
-        one (one subnet for both when the operator names it)."""
+    def _zone_for(state, host):
+        return zone_of(host, state.zones) if state.zones else None
+
+    def _subnet_for(self, state, plan, hosts):
+        """Hosts that hold Elastic IPs go in the public subnet of their zone, all others in
+        the private one (one subnet for both when the operator names it). Only hosts about to
+        be launched are placed: an instance is never moved to another zone (that would mean
+        terminating it)."""
         public = hosts_needing_public_subnet(plan)
-        return state.subnet_id(PUBLIC if any(h["name"] in public for h in hosts) else PRIVATE)
+        side = PUBLIC if any(h["name"] in public for h in hosts) else PRIVATE
+        return state.subnet_id(side, self._zone_for(state, hosts[0]))
+
+    def _rack_for(self, state, group, zone):
+        """The Cassandra rack a new instance joins with: its zone, unless the deployment has
+        a Cassandra node from before zones (rack1, which Cassandra never lets a node change):
+        then rack1 for every node, so that the ring stays one rack and no node takes a copy
+        of every range for a rack of its own."""
+        legacy = any(i["group"] == group and TAG_RACK not in i["tags"]
+                     and (i["group"], i["index"]) not in state.created
+                     for i in state.instances)
+        return DEFAULT_RACK if legacy or not zone else zone
 
     def _run_instances(self, params, seed):
         for attempt in range(3):
@@ -1016,8 +1098,9 @@ class Driver(base.Driver):
         common = {TAG_GROUP: group, TAG_ROLES: ",".join(first["roles"]),
                   TAG_BATCH: ",".join(str(h["index"]) for h in hosts)}
         name = "%s-%s" % (state.deployment, group)
-        tags = self._tagged(state.deployment, "instance", name,
-                            **dict(common, **{TAG_DISKS: ",".join(layout)}))
+        own = {TAG_DISKS: ",".join(layout),
+               TAG_RACK: self._rack_for(state, group, self._zone_for(state, first))}
+        tags = self._tagged(state.deployment, "instance", name, **dict(common, **own))
         for resource_type in ("volume", "network-interface"):
             tags += self._tagged(state.deployment, resource_type, name, **common)
         secondary = max(_private_ips_needed(plan, h) for h in hosts) - 1
@@ -1482,9 +1565,9 @@ class Driver(base.Driver):
                         InternetGatewayId=gateway["InternetGatewayId"],
                         VpcId=attachment["VpcId"])
                 self.ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
-        resources = [("subnet", self._net_name(state, side), state.subnets[side],
+        resources = [("subnet", _tags(subnet).get("Name") or subnet["SubnetId"], subnet,
                       self.ec2.delete_subnet, "SubnetId")
-                     for side in (PRIVATE, PUBLIC) if side in state.subnets]
+                     for side in (PRIVATE, PUBLIC) for subnet in state.side_subnets(side)]
         if state.vpc:
             resources.append(("vpc", state.deployment, state.vpc, self.ec2.delete_vpc, "VpcId"))
         for kind, name, resource, call, key in resources:
