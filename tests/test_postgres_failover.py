@@ -289,6 +289,7 @@ def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(c
         "SHOW synchronous_standby_names") == "ANY 1 (%s)" % slot_b)
     assert a.sql("SELECT sync_state FROM pg_stat_replication") == "quorum"
     assert b.sql("SELECT pg_is_in_recovery()") == "t"
+    assert "ERROR" not in a.log(), "a standby's start leaves no error in the primary's log"
     a.sql("CREATE TABLE writes (n int PRIMARY KEY)")
     a.sql("INSERT INTO writes SELECT generate_series(1, 100)")
 
