@@ -189,12 +189,24 @@ def cast_cli_parameters(args, schemas):
     return result
 
 
-def prepare_parameters(meta, params):
-    """Validate typed parameters and apply defaults; return (action_params, runner_params)."""
+def render_config_default(value, config):
+    """A parameter default that names `config_context`, rendered as st2 renders it when it
+    creates the execution (st2common.util.param: the pack config is `config_context`; an
+    absent key renders as an empty string)."""
+    import jinja2  # pylint: disable=import-outside-toplevel
+    return jinja2.Environment().from_string(value).render(config_context=config or {})
+
+
+def prepare_parameters(meta, params, config=None):
+    """Validate typed parameters and apply defaults; return (action_params, runner_params).
+    With the pack's config, defaults that name config_context are rendered from it."""
     schemas, given, params = parameter_schemas(meta), list(params), dict(params)
     for name, schema in schemas.items():
         if params.get(name) is None and schema.get("default") is not None:
             params[name] = copy.deepcopy(schema["default"])
+            if config is not None and isinstance(params[name], str) \
+                    and "config_context" in params[name]:
+                params[name] = render_config_default(params[name], config)
     # allow_default_none: an optional parameter also accepts null, as Orquesta passes it for
     # an unset workflow input; an enum still refuses null (a workflow must leave it out).
     errors = _schema_errors(params, schemas, additional=False)
@@ -205,7 +217,8 @@ def prepare_parameters(meta, params):
         raise RunnerError("Override of immutable parameter(s) %s is unsupported." % immutable)
     for name, schema in schemas.items():
         default = schema.get("default")
-        if name not in given and isinstance(default, str) and ("{{" in default or "{%" in default):
+        if name not in given and isinstance(default, str) and ("{{" in default or "{%" in default) \
+                and not (config is not None and "config_context" in default):
             print("WARNING: Jinja default of %s is passed unrendered" % name, file=sys.stderr)
     runner = runner_parameters(meta)
     action_names = [n for n in (meta.get("parameters") or {}) if n not in runner]
@@ -807,11 +820,13 @@ def python_action_executor(config=None, pack_root=PACK_ROOT, datastore=None, ech
         if meta.get("runner_type") != "python-script" or not meta.get("enabled", True):
             raise RunnerError('Action "%s" (runner %s) cannot run here.'
                               % (ref, meta.get("runner_type")))
-        action_params, runner_params = prepare_parameters(meta, params)
+        action_params, runner_params = prepare_parameters(meta, params, config)
         run = execute(meta, action_params, config, pack_root, datastore,
                       runner_params=runner_params, stdout=echo, stderr=None)
         return run.status, run.output
 
+    # The workflow runner renders its child workflows' config_context defaults with it.
+    execute_action.config = config
     return execute_action
 
 
@@ -862,7 +877,7 @@ def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, data
                           'and orquesta only.' % (ref, meta.get("runner_type")))
     if not meta.get("enabled", True):
         raise RunnerError('Unable to execute. Action "%s" is disabled.' % ref)
-    action_params, runner_params = prepare_parameters(meta, parameters or {})
+    prepare_parameters(meta, parameters or {})     # a refused request: before the config
     datastore = datastore if datastore is not None else MemoryDatastore()
     try:
         config = load_config(pack_root, config_path, datastore)
@@ -871,6 +886,7 @@ def run_action(ref, parameters=None, config_path=None, pack_root=PACK_ROOT, data
     except Exception as e:  # pylint: disable=broad-except
         # st2 loads the config when the runner starts: the execution fails with st2's error.
         return False, {"error": str(e), "traceback": traceback.format_exc()}
+    action_params, runner_params = prepare_parameters(meta, parameters or {}, config)
     if meta["runner_type"] == "orquesta":
         result = run_workflow(ref, action_params, config, pack_root, datastore, progress)
         return result.succeeded, result.result

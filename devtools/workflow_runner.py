@@ -132,7 +132,7 @@ def load_action_metadata(ref, pack_root=PACK_ROOT):
     return None
 
 
-def action_input(meta, given):
+def action_input(meta, given, config=None):
     """The parameters st2 hands an action: each declared one, given or its default or None.
     ValueError for a missing required or an unexpected parameter, local_runner.RunnerError for
     any other value st2's request validation refuses (type, enum, immutable: the same check as
@@ -151,7 +151,7 @@ def action_input(meta, given):
                          % (meta.get("name"), ", ".join(unexpected)))
     # Imported here: local_runner imports this module to run workflows.
     import local_runner  # pylint: disable=import-outside-toplevel
-    values, _ = local_runner.prepare_parameters(meta, given)
+    values, _ = local_runner.prepare_parameters(meta, given, config)
     return values
 
 
@@ -353,7 +353,9 @@ class _WorkflowRun(object):
         try:
             meta = load_action_metadata(dispatch.action_ref, self.pack_root)
             if meta is not None and meta.get("runner_type") == "orquesta":
-                inputs = action_input(meta, dispatch.input)  # refused: the request fails
+                # Refused: the request fails.
+                inputs = action_input(meta, dispatch.input,
+                                      getattr(self.execute, "config", None))
                 # st2's request_action_execution(): the subworkflow's execution context.
                 parent = {"execution_id": self.context["st2"]["action_execution_id"],
                           "workflow_execution_id": self.context["st2"]["workflow_execution_id"],
@@ -430,7 +432,7 @@ def _run(workflow, inputs, execute, pack_root, progress, max_workers, clock_star
                 return failed('Action "%s" is not an orquesta workflow of the pack at %s.'
                               % (workflow, pack_root))
             ref, path = workflow, os.path.join(pack_root, "actions", meta["entry_point"])
-            inputs = action_input(meta, inputs)
+            inputs = action_input(meta, inputs, getattr(execute, "config", None))
             context["st2"]["action"] = ref
         with open(path) as fp:
             try:

@@ -323,3 +323,18 @@ def test_requests_are_validated_with_stackstorms_schema_code():
         "type": "object", "required": ["host"], "properties": {"host": {"type": "string"}}}}}
     with pytest.raises(local_runner.RunnerError, match="not one StackStorm accepts"):
         local_runner.prepare_parameters(broken, {"target": {"host": "h"}})
+
+
+def test_a_config_context_default_is_rendered_from_the_pack_config_as_st2_does():
+    """dialog.announce's channel defaults to {{ config_context.chat_channel }}: st2 renders it
+    from the pack config when it creates the execution; an absent key renders empty, so the
+    announcement is skipped rather than posted to a channel named by the template."""
+    meta = local_runner.load_action_metadata("dialog.announce")
+    params, _ = local_runner.prepare_parameters(meta, {"message": "hi"},
+                                                {"chat_channel": "#ops"})
+    assert params["channel"] == "#ops"
+    params, _ = local_runner.prepare_parameters(meta, {"message": "hi"}, {})
+    assert params["channel"] == ""
+    params, _ = local_runner.prepare_parameters(meta, {"message": "hi", "channel": "#x"},
+                                                {"chat_channel": "#ops"})
+    assert params["channel"] == "#x"

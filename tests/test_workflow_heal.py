@@ -89,14 +89,13 @@ class HealActions(CannedScaleActions):
 @pytest.fixture(autouse=True)
 def chat_channel(monkeypatch):
     """st2 renders dialog.announce's default channel ({{ config_context.chat_channel }}) from
-    the pack config before the workflow starts; workflow_runner does not, so it is rendered
-    here, for a config whose chat_channel is #dialog-ops."""
+    the pack config before the workflow starts; workflow_runner does too when its executor
+    carries the config (local_runner's does): here, a config whose chat_channel is
+    #dialog-ops."""
     real = workflow_runner.action_input
 
-    def action_input(meta, given):
-        if meta.get("name") == "announce" and not given.get("channel"):
-            given = dict(given, channel="#dialog-ops")
-        return real(meta, given)
+    def action_input(meta, given, config=None):
+        return real(meta, given, dict(config or {}, chat_channel="#dialog-ops"))
 
     monkeypatch.setattr(workflow_runner, "action_input", action_input)
 
