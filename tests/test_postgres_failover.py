@@ -4,6 +4,7 @@ aside and cloned fresh, promotion), two clusters on loopback ports of this machi
 
 import contextlib
 import glob
+import json
 import os
 import re
 import shutil
@@ -363,8 +364,11 @@ class FakePair:
 
     def remote(self, connection, command, stdin=None, timeout=60.0):
         self.commands.append((connection.host, command))
-        if command.endswith("ps --status running --services"):
-            return 0, "\n".join(self.running), ""
+        if command.endswith("ps --format json"):
+            if self.running is None:
+                return 1, "", "Cannot connect to the Docker daemon"
+            return 0, "".join(json.dumps({"Service": name, "State": "running"}) + "\n"
+                              for name in self.running), ""
         if "postgres_ha" in (stdin or "") or "exec -T postgres bash -s -- " in command:
             verb = command.rsplit(" ", 1)[1]
             state = dict(self.states.get(connection.host, {}))
@@ -409,6 +413,11 @@ def test_promote_refuses_while_the_recorded_primary_still_serves(monkeypatch):
     fake = FakePair(monkeypatch, states={"dialog-postgres-2": STANDBY_STATE})
     with pytest.raises(DialogError, match="Fence it first .st2 run dialog.fence "
                        "deployment=dialog host=dialog-postgres-1"):
+        _promote(pair_context(), "dialog-postgres-2")
+    assert not any("promote" in command for _, command in fake.commands)
+    # A host that answers but cannot say whether postgres runs is not taken for fenced.
+    fake = FakePair(monkeypatch, running=None, states={"dialog-postgres-2": STANDBY_STATE})
+    with pytest.raises(DialogError, match="could not say"):
         _promote(pair_context(), "dialog-postgres-2")
     assert not any("promote" in command for _, command in fake.commands)
 

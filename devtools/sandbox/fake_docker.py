@@ -8,7 +8,8 @@ process per service (a "fake container") that listens on the service's published
 that the pack's real SSH bootstrap and network health checks have something to talk to.
 
 * ``docker version [--format json]``, ``docker info``, ``docker compose version`` and
-  ``docker compose [-p NAME] -f FILE`` with ``config [-q]``, ``up -d [--remove-orphans]``
+  ``docker compose [-p NAME] -f FILE`` with ``config [-q]``, ``up -d [--remove-orphans]
+  [--no-deps] [--force-recreate] [SERVICE...]``
   (idempotent: an unchanged service keeps running, a changed one is recreated), ``ps [-a]
   [--format json]``, ``down``, ``logs [SERVICE...]``, ``exec [-T] SERVICE CMD...``.
 * Compose files are validated (YAML 1.2 scalars, duplicate keys, top-level and service keys,
@@ -82,12 +83,11 @@ import zipfile
 import yaml
 
 try:
-    from . import coturn_standin, real_servers
+    from . import real_servers
     from .real_servers import container as real_container
 except ImportError:     # run as a script on a host: the modules are beside it
     sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "real_servers.zip"))
-    import coturn_standin  # pylint: disable=import-error
     import real_servers  # pylint: disable=import-error
     from real_servers import container as real_container  # pylint: disable=import-error
 
@@ -937,7 +937,7 @@ def stun_response(data, addr):
     xaddr = bytes(a ^ b for a, b in zip(ip_bytes, struct.pack("!I", STUN_MAGIC)))
     attrs = struct.pack("!HHBBH", 0x0020, 8, 0, 1, port ^ (STUN_MAGIC >> 16)) + xaddr
     attrs += struct.pack("!HHBBH", 0x0001, 8, 0, 1, port) + ip_bytes
-    software = b"fake-docker sandbox (coturn stand-in)"
+    software = b"fake-docker sandbox (STUN stand-in)"
     attrs += struct.pack("!HH", 0x8022, len(software)) + software + b"\0" * (-len(software) % 4)
     header = struct.pack("!HHI", 0x0101, len(attrs) + 8, STUN_MAGIC) + data[8:20]
     crc = (binascii.crc32(header + attrs) & 0xFFFFFFFF) ^ 0x5354554E
@@ -1227,23 +1227,6 @@ def _udp_loop(sock, handler=stun_response):
             sock.sendto(answer, addr)
 
 
-def coturn_handler(spec):
-    """A coturn service's UDP answers (sandbox.coturn_standin: TURN with the peer filter of the
-    mounted turnserver.conf); None (STUN Binding only) for any other service, or a coturn
-    without a mounted turnserver.conf (the image's own default file)."""
-    sources = [v.split(":")[0] for v in spec.get("volumes") or []
-               if isinstance(v, str) and v.split(":")[1:2] and
-               v.split(":")[1].endswith("turnserver.conf")]
-    if "coturn" not in spec["image"] or not sources:
-        return None
-    with open(sources[0], encoding="utf-8") as handle:
-        conf = coturn_standin.parse_config(handle.read())
-    server = coturn_standin.TurnServer(conf, coturn_standin.relay_address(conf, "0.0.0.0"))
-    _log("coturn stand-in: %d denied-peer-ip, %d allowed-peer-ip ranges"
-         % (len(conf["denied"]), len(conf["allowed"])))
-    return server.handle
-
-
 # Dialog's server keeps its Akka journal and snapshots in Cassandra through
 # akka-persistence-cassandra, whose keyspace-autocreate makes the keyspaces "akka" and
 # "akka_snapshot" with SimpleStrategy and replication-factor 1 (its reference.conf defaults)
@@ -1287,13 +1270,6 @@ def serve_container(spec_path):
     _log("fake container %s (service %s, image %s): a sandbox stand-in, not the image"
          % (spec["name"], spec["service"], spec["image"]))
     ring = Ring(spec["cassandra"]) if spec["cassandra"] else None
-    try:
-        turn = coturn_handler(spec)
-    except (coturn_standin.ConfigError, OSError) as exc:
-        message = "coturn: turnserver.conf: %s" % exc
-        _log(message)
-        write_json(spec["ready"], {"error": message})
-        return 1
     if "dialog-server" in spec["image"]:
         threading.Thread(target=create_journal_keyspaces, args=(spec, stop),
                          daemon=True).start()
@@ -1333,7 +1309,7 @@ def serve_container(spec_path):
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     for sock in udp_socks:
-        threading.Thread(target=_udp_loop, args=(sock, turn or stun_response),
+        threading.Thread(target=_udp_loop, args=(sock, stun_response),
                          daemon=True).start()
     if ring is not None:
         threading.Thread(target=ring.gossip_forever, args=(stop,), daemon=True).start()
@@ -1698,11 +1674,31 @@ def _remove(state, record):
     progress(record["name"], "Removed")
 
 
+def _with_dependencies(project, names):
+    """The named services and, as `docker compose up SERVICE` does, what they depend on."""
+    wanted, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += list(project["services"][name].get("depends_on") or ())
+    return wanted
+
+
 def compose_up(opts, args):
-    options, _ = parse_args(args, flags=("-d", "--remove-orphans"))
+    # [SERVICE...] --no-deps --force-recreate: as docker compose up (docs.docker.com/reference/
+    # cli/docker/compose/up): only the named services (and, without --no-deps, what they
+    # depend on), recreated even when unchanged with --force-recreate.
+    options, names = parse_args(args, flags=("-d", "--remove-orphans", "--no-deps",
+                                             "--force-recreate"), positional=True)
     if not options.get("-d"):
         raise DockerError("the sandbox's fake docker runs only detached: use `up -d`")
     project = load_project(opts)
+    unknown = [n for n in names if n not in project["services"]]
+    if unknown:
+        raise DockerError("no such service: %s" % unknown[0])
+    selected = set(project["services"]) if not names else (
+        set(names) if options.get("--no-deps") else _with_dependencies(project, names))
     # Compose's default pull_policy ("missing") pulls what is not here before creating anything.
     pull_services(project, [s for s, svc in project["services"].items()
                             if not image_present(svc["image"])])
@@ -1721,12 +1717,16 @@ def compose_up(opts, args):
             progress(net, "Creating", "Created", kind="Network")
             state["networks"][net] = {"created": time.time()}
         for service, svc in project["services"].items():
+            if service not in selected:
+                continue
             name, record = svc["name"], state["containers"].get(svc["name"])
             if record and record["project"] != project["name"]:
                 raise DockerError('Error response from daemon: Conflict. The container name '
                                   '"/%s" is already in use by container "%s" (project %s).'
                                   % (name, record["id"], record["project"]))
-            changed = bool(record) and record.get("config_hash") != svc["config_hash"]
+            changed = bool(record) and (record.get("config_hash") != svc["config_hash"]
+                                        or bool(options.get("--force-recreate")
+                                                and (service in names or not names)))
             if record and not changed and container_running(record):
                 progress(name, "Running")
                 continue
@@ -2135,9 +2135,6 @@ def package_files(python=None, config=None):
     python = os.path.abspath(python or sys.executable)
     with open(os.path.abspath(__file__), "rb") as source:
         files = {"fake_docker.py": (source.read(), 0o644)}
-    for module in (coturn_standin.__file__, coturn_standin.stun.__file__):
-        with open(module, "rb") as source:
-            files[os.path.basename(module)] = (source.read(), 0o644)
     files["docker"] = (("#!/bin/sh\n# Sandbox stand-in for Docker (devtools/sandbox/"
                         "fake_docker.py).\nexec '%s' \"$(dirname \"$0\")/fake_docker.py\" "
                         "\"$@\"\n" % python.replace("'", "'\\''")).encode(), 0o755)

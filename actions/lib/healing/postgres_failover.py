@@ -10,6 +10,7 @@ scripts print key=value lines of states and LSNs only.
 """
 
 import hashlib
+import json
 import os
 import shlex
 import time
@@ -66,9 +67,20 @@ def run_ha(connection, rendered, command, timeout=60.0):
 
 
 def running_services(connection, rendered):
+    """The compose services running on the host; None when docker compose cannot say (then
+    nothing may be assumed stopped)."""
     status, out, _ = health.remote(connection, _compose(
-        rendered, connection, ["ps", "--status", "running", "--services"]), timeout=30.0)
-    return set(out.split()) if status == 0 else set()
+        rendered, connection, ["ps", "--format", "json"]), timeout=30.0)
+    if status != 0:
+        return None
+    try:
+        text = out.strip()
+        # A JSON array (compose before 2.21) or one object a line (since).
+        rows = json.loads(text) if text.startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    except ValueError:
+        return None
+    return {row.get("Service") for row in rows if row.get("State") == "running"}
 
 
 def _pair(context):
@@ -88,14 +100,16 @@ def _reachable_primary(context, ssh, old, name, progress):
         with operations.session(old, ssh, hosts=context["hosts"],
                                 timeout=REACH_TIMEOUT) as connection:
             rendered = render_host(context, old["name"])
-            if "postgres" not in running_services(connection, rendered):
+            running = running_services(connection, rendered)
+            if running is not None and "postgres" not in running:
                 progress("%s: reachable, its postgres service is stopped" % old["name"])
                 return None
     except (DialogError, OSError, EOFError) as exc:
         progress("%s (the recorded primary) does not answer over SSH: %s"
                  % (old["name"], type(exc).__name__))
         return None
-    return ("%s, the recorded primary, still answers over SSH and its postgres service runs: "
+    return ("%s, the recorded primary, still answers over SSH and its postgres service runs "
+            "(or docker compose could not say): "
             "promoting %s now would give two primaries. Fence it first (st2 run dialog.fence "
             "deployment=%s host=%s), or stop its postgres service"
             % (old["name"], name, context["deployment"], old["name"]))
