@@ -78,3 +78,17 @@ def test_wait_healthy_raises_on_a_failed_check(rendered):
         health.wait_healthy(_connection(hosts, {last}), server, timeout=30)
     assert "check '%s' failed after 30s" % last in str(caught.value)
     assert health.wait_healthy(_connection(hosts, ()), server, timeout=30)
+
+
+def test_a_secret_file_value_the_open_files_also_show_is_not_masked():
+    """A secret file's password is masked wherever a host's output quotes it; a value the
+    host's open files show too (the compose service name "postgres" in a secret file's host
+    line) is no secret, and masking it made "dialog-postgres-1" read "dialog-***-1"."""
+    from lib import health
+    files = [{"path": "/etc/dialog/pgbouncer.env", "secret": True,
+              "content": "DB_HOST=postgres\nDB_PASSWORD=Zq8-s3cret-Value\n"},
+             {"path": "/opt/dialog/docker-compose.yml", "secret": False,
+              "content": "services:\n  postgres:\n    image: postgres:15\n"}]
+    redact = health.redactor(files)
+    assert redact("container dialog-postgres-1 said Zq8-s3cret-Value") == \
+        "container dialog-postgres-1 said ***"

@@ -340,6 +340,12 @@ def run_probe(connection, rendered, request, prelude="", timeout=None, step="hea
     raise ResourceFailed("%s: %s: the probe failed: %s" % (label, step, tail[0][:300]))
 
 
+def _text(content):
+    if isinstance(content, bytes):
+        return content.decode("utf-8", "replace")
+    return content or ""
+
+
 def redactor(files):
     """A function replacing every value found in the secret files (render_host()["files"]
     with "secret": True) with ***: for any text from a host that could quote one."""
@@ -356,7 +362,12 @@ def redactor(files):
             for sep in ("=", ":"):
                 if sep in line:
                     values.add(line.split(sep, 1)[1].strip().strip("'\""))
-    values = sorted((value for value in values if len(value) >= 6), key=len, reverse=True)
+    # A value the host's open files also show (a compose service name such as "postgres" in
+    # a secret file's host line) is no secret: masking it garbled every message naming it.
+    public = "\n".join(_text(item.get("content")) for item in files or []
+                       if not item.get("secret"))
+    values = sorted((value for value in values if len(value) >= 6 and value not in public),
+                    key=len, reverse=True)
 
     def redact(text):
         for value in values:
