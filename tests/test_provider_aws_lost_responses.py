@@ -77,9 +77,9 @@ def test_a_create_whose_answer_is_lost_makes_one_resource(emu, operation):
                         client_hook=hook, progress=progress.append)
     driver.reconcile(plan)
     assert state["applied"] == 1
-    # small: a public and a private subnet with a route table each, one NAT gateway whose
-    # Elastic IP comes on top of the public hosts' ones.
-    assert counts(emu) == {"vpcs": 1, "subnets": 2, "internet_gateways": 1, "route_tables": 2,
+    # small: a public and a private subnet in each of two zones, a route table per side, one
+    # NAT gateway whose Elastic IP comes on top of the public hosts' ones.
+    assert counts(emu) == {"vpcs": 1, "subnets": 4, "internet_gateways": 1, "route_tables": 2,
                            "addresses": plan["public_ips"] + 1}
     assert any("found it by its tags" in line for line in progress)
     again = aws.Driver(emu.profile(), "us-east-1", wait_delay=0.01, wait_attempts=20,
