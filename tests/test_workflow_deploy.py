@@ -193,6 +193,7 @@ class CannedDialogActions(RealLocks, ExplainingActions):
         if self.fail_plan:
             return self._failed({"error": self.fail_plan, "field": "cassandra_nodes"})
         options.pop("profile", None)
+        options.pop("replacing", None)  # the real plan checks it (test_cassandra_replace.py)
         return self._ok(build_plan(tier, provider=provider or "aws", **options))
 
     def cassandra_settle(self, deployment, profile=None, plan=None, **_):
