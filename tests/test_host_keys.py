@@ -79,6 +79,19 @@ def test_destroy_forgets_the_pins(keys):
     offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[1])     # the rebuilt host
 
 
+def test_a_retired_host_loses_only_its_own_pin(keys):
+    """dialog.retire_host replaces one machine: its replacement's new key is pinned on first
+    contact, every other host keeps its pin."""
+    store = Datastore()
+    offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[0])
+    offer(HostKeyPins(store, "prod"), "dialog-server-1", keys[0])
+    assert host_keys.forget_host(store, "prod", "dialog-server-1") is True
+    assert host_keys.forget_host(store, "prod", "dialog-server-1") is False
+    offer(HostKeyPins(store, "prod"), "dialog-server-1", keys[1])     # the replacement
+    with pytest.raises(HostKeyRefused):
+        offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[1])
+
+
 def test_fingerprint_is_what_ssh_keygen_prints():
     line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8CWp3qWrJ3DrAdmMebyI++viVCrM7hBx38gex+jcmg"
     # ssh-keygen -lf: "256 SHA256:mTTesXGKkWo3NamDet2Mjjg0F0gLet82aB2hi0fkQF4 ... (ED25519)"

@@ -165,6 +165,22 @@ class HostKeyPins:
         return _Pinned()
 
 
+def forget_host(datastore, deployment, name):
+    """Drop one host's pin (dialog.retire_host): the pack itself replaces that machine, so
+    the next key at its name is the new machine's, pinned on first contact. True if it had
+    one."""
+    pins = HostKeyPins(datastore, deployment)
+    for _ in range(WRITE_TRIES):
+        current = pins.pinned()
+        if name not in current:
+            return False
+        del current[name]
+        datastore.set_value(pins.key, json.dumps(current, sort_keys=True), local=False)
+        if name not in pins.pinned():
+            return True
+    return False
+
+
 def forget(datastore, deployment):
     """Delete a deployment's pinned keys (dialog.destroy): its next hosts are new machines."""
     try:
