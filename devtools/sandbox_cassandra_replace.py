@@ -20,6 +20,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 
 from sandbox_deploy import local_runner, preflight, sandbox
@@ -38,16 +39,24 @@ def inventory(box):
 
 def nodetool_status(box, name):
     """`nodetool status` as node `name` answers it (its container's control socket)."""
-    fake_docker.STATE_DIR = os.path.join(box.hosts.host_root(name), "var/lib/dialog/fake-docker")
-    sockets = glob.glob(os.path.join(fake_docker.STATE_DIR, "containers", "*cassandra*.sock"))
+    state = os.path.join(box.hosts.host_root(name), "var/lib/dialog/fake-docker")
+    sockets = glob.glob(os.path.join(state, "containers", "*cassandra*.sock"))
     if not sockets:
         return None
+    # The socket's full path is longer than AF_UNIX allows (108 bytes): a short link to it.
+    link = os.path.join(tempfile.gettempdir(), "ring-%s" % name)
+    with contextlib.suppress(OSError):
+        os.unlink(link)
+    os.symlink(state, link)
+    fake_docker.STATE_DIR = link
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
-        try:
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(io.StringIO()):
             code = fake_docker.nodetool({"name": os.path.basename(sockets[0])[:-5]}, "status")
-        except OSError:
-            return None
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.unlink(link)
     return printed.getvalue() if code == 0 else None
 
 
