@@ -27,7 +27,9 @@ def zone_of(host, zones):
 
 def check_named_zones(value, field="availability_zones"):
     """The profile's zone list, or None when it names none. Checked before any cloud call."""
-    if value is None:
+    # StackStorm's config loader fills an array the config leaves out with [] (its schema has
+    # items: st2common/util/config_loader.py _assign_default_values): [] names none.
+    if value is None or (isinstance(value, (list, tuple)) and not value):
         return None
     if not isinstance(value, (list, tuple)) or not all(isinstance(z, str) and z for z in value):
         raise InputError(field, "give a list of availability zone names such as "
