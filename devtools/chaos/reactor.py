@@ -230,7 +230,8 @@ class Reactor:  # pylint: disable=too-many-instance-attributes
     def run_action(self, ref, params):
         """(succeeded, result) of one execution of the pack's action `ref`."""
         meta = local_runner.load_action_metadata(ref)
-        action_params, _ = local_runner.prepare_parameters(meta, params)
+        # As st2 creates the execution: config_context defaults rendered from the pack config.
+        action_params, _ = local_runner.prepare_parameters(meta, params, self.config)
         if meta["runner_type"] != "orquesta":
             return local_runner.execute(meta, action_params, self.config,
                                         datastore=self.box.datastore)
@@ -254,4 +255,6 @@ class Reactor:  # pylint: disable=too-many-instance-attributes
                                      "exit_code": 0}
             return pack(ref, params)
 
+        # The workflow runner renders its child workflows' config_context defaults with it.
+        execute.config = self.config
         return execute
