@@ -329,3 +329,30 @@ def test_the_lock_is_released_after_the_block(tmp_path):
         pass
     with open(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_workflow_chat_reaches_the_configured_channel_from_a_child_workflow(tmp_path):
+    # dialog.announce's channel defaults to config_context.chat_channel: st2 renders it from
+    # the pack config, for a child of a workflow too (the heal workflows announce that way).
+    import local_runner  # pylint: disable=import-outside-toplevel
+    import workflow_runner  # pylint: disable=import-outside-toplevel
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("version: 1.0\ntasks:\n  say:\n    action: dialog.announce\n"
+                      "    input:\n      message: moved\n")
+    reactor = Reactor(box=type("Box", (), {"datastore": local_runner.MemoryDatastore()})(),
+                      timeline=Timeline(), config={"chat_channel": "#ops"}, say=[].append,
+                      log=None)
+    execute, posted = reactor.executor(), []
+
+    def recording(ref, params):
+        if ref == "chatops.post_message":
+            posted.append(params.get("channel"))
+        return execute(ref, params)
+
+    recording.config = getattr(execute, "config", None)
+    reactor.executor = lambda: recording
+    root = os.path.dirname(DEVTOOLS)
+    assert workflow_runner.run_workflow(str(parent), {}, recording, root).succeeded
+    assert reactor.run_action("dialog.announce", {"message": "direct"})[0]
+    assert posted == ["#ops", "#ops"]
+    assert [m for _, m in reactor.announcements] == ["moved", "direct"]
