@@ -54,7 +54,9 @@ def main(argv):
             print("== dialog.deploy tier=small-failover", flush=True)
             ok, result, _ = box.run("dialog.deploy", typed, progress=False)
             if not ok:
-                print(json.dumps(result, indent=2, default=str)[-4000:])
+                output = result.get("output") or {}
+                print("deploy failed: %s" % (output.get("failure") or result.get("error")
+                                             or json.dumps(result, default=str)[:2000]))
                 return 1
             print("deployed in %.0f s" % (time.perf_counter() - started), flush=True)
             psql = PsqlClient(where(box), timeout=10.0)
