@@ -98,7 +98,8 @@ def main(argv):
             ["tier=small-failover", "provider=aws"] + list(args), schemas), progress=False)
         print("   %s in %.0f s" % ("succeeded" if ok else "FAILED", time.perf_counter() - started))
         if not ok:
-            print(json.dumps((result.get("output") or result), indent=2, default=str)[:4000])
+            output = result.get("output") or result
+            print(output.get("failure") or json.dumps(output, default=str)[:3000])
             raise SystemExit(1)
         return result
 
