@@ -8,8 +8,11 @@
 # Needs root and apt-get (Debian 12); does nothing when every server is present.
 set -euo pipefail
 
-packages=(postgresql pgbouncer nginx coturn prometheus-node-exporter)
+# libnginx-mod-stream: Debian builds nginx's stream modules (the pack's nginx.conf has a stream
+# block) as a module of their own; the nginx image has them built in.
+packages=(postgresql pgbouncer nginx libnginx-mod-stream coturn prometheus-node-exporter)
 binaries=(/usr/lib/postgresql/15/bin/postgres /usr/sbin/pgbouncer /usr/sbin/nginx
+          /usr/lib/nginx/modules/ngx_stream_module.so
           /usr/bin/turnserver /usr/bin/prometheus-node-exporter)
 services=(postgresql pgbouncer nginx coturn prometheus-node-exporter)
 

@@ -36,10 +36,12 @@ HOSTS = {"h1": "10.80.0.11", "h2": "10.80.0.12", "h3": "10.80.0.13"}
 COMPOSE = "/opt/dialog/docker-compose.yml"
 STUN_MAGIC = 0x2112A442
 
+# Images the sandbox has no real server for (nginx and coturn/coturn run Debian's own, see
+# devtools/sandbox/real_servers): these containers are the fake docker's HTTP/STUN stand-ins.
 WEB_COMPOSE = """
 services:
   web:
-    image: nginx:1.25
+    image: registry.example/web:1.25
     ports: ["8080:80"]
     environment:
       GREETING: "hello"
@@ -47,7 +49,7 @@ services:
       test: ["CMD", "curl", "-f", "http://localhost/"]
       interval: 5s
   turn:
-    image: coturn/coturn:4.6
+    image: registry.example/turn:4.6
     ports: ["3478:3478/udp"]
     depends_on: [web]
 """

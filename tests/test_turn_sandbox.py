@@ -2,9 +2,9 @@
 a permission toward private and public peers, and the relay started from the pack's rendered
 turnserver.conf and compose service refuses the private ones with 403.
 
-The relay is the sandbox's coturn stand-in (devtools/sandbox/coturn_standin.py: coturn's peer
-check, read from the mounted file), run by the sandbox's Docker stand-in from the rendered
-compose service over real SSH. Traffic goes only to the 10.86.0.0/24 host created here.
+The relay is Debian's coturn, run by the sandbox's Docker stand-in in place of the coturn/coturn
+image (devtools/sandbox/real_servers/coturn.py) from the rendered compose service, bootstrapped
+over real SSH. Traffic goes only to the 10.86.0.0/24 host created here.
 """
 
 import pytest
