@@ -1,5 +1,6 @@
 from dialog_action import DialogAction, progress, reports_errors
 from lib import operations, pending_cleanup
+from lib.errors import InputError
 from lib.planner import validate_deployment_name
 
 
@@ -13,7 +14,7 @@ class CassandraSettleAction(DialogAction):
     require every node UN (never a join beside one still streaming, down or leaving)."""
 
     @reports_errors
-    def run(self, deployment, profile=None, plan=None):
+    def run(self, deployment, profile=None, plan=None, replacing=None):
         validate_deployment_name(deployment)
         owed = pending_cleanup.pending(self.action_service, deployment)
         record = self.record(deployment)
@@ -30,7 +31,20 @@ class CassandraSettleAction(DialogAction):
         context = self.deployment_context(settings, deployment, hosts, record.get("tier"),
                                           record.get("with_storage"), inventory=hosts)
         ssh = self.ssh_options(settings)
-        if changes:
+        if changes and replacing:
+            # The retired host comes back as the replacement of its dead address: the ring
+            # must have that address DN and every other node UN, and nothing else may join.
+            absent = [name for name in replacing if name not in {h["name"] for h in hosts}]
+            if planned_cassandra(plan) != current + len(absent):
+                raise InputError("replacing", "a replacement only brings back its retired host; "
+                                 "this plan also changes the Cassandra count (%d -> %d): one "
+                                 "topology change at a time" % (current + len(absent),
+                                                                planned_cassandra(plan)))
+            ring = operations.cassandra_replace_ring(context, ssh, replacing)
+            result["ring"] = "%d other nodes UN, replacing %s" % (
+                len(ring), ", ".join("%s (%s)" % i for i in sorted(replacing.items())))
+            progress("cassandra ring: %s" % result["ring"])
+        elif changes:
             ring = operations.cassandra_ring_normal(
                 context, ssh, "the deploy changes no cassandra count (%d -> %d)"
                 % (current, planned_cassandra(plan)))

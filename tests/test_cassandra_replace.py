@@ -15,7 +15,10 @@ from lib.cassandra_replace import check_replacing
 from lib.errors import InputError, ResourceFailed
 from lib.planner import build_plan
 from lib.render import render_host
+from cassandra_settle import CassandraSettleAction
 from sandbox import fake_docker
+from test_cassandra_safety import address as safety_address, run as safety_run, \
+    world  # noqa: F401  pylint: disable=unused-import
 from test_render import compose, make_context
 from test_workflow_deploy import RealPlan, called, deploy
 
@@ -365,3 +368,36 @@ def test_standin_reads_the_flag_and_keeps_identity_in_the_data_directory(tmp_pat
     assert settings["replace"] == {"address": "10.0.0.5", "first_boot": True}
     assert settings["persisted"] == str(data / "fake-cassandra-system.json")
     assert os.path.exists(settings["persisted"]) and not settings["bootstrapped"]
+
+
+# ---- dialog.cassandra_settle: a deploy bringing a retired host back as a replacement ----------
+
+def test_settle_lets_a_replacement_in_only_with_the_dead_node_dn_and_the_others_un(
+        world):  # noqa: F811  (the fixture of test_cassandra_safety)
+    plan = build_plan("production", "aws", cassandra_nodes=4, dialog_servers=3)
+    dead = safety_address(world, "dialog-cassandra-4")
+    world.hosts[:] = [h for h in world.hosts if h["name"] != "dialog-cassandra-4"]
+    replacing = {"dialog-cassandra-4": dead}
+    world.ring[dead] = ("UN", 3.0)  # not dead yet: refused
+    ok, result = safety_run(CassandraSettleAction, world, deployment="dialog", plan=plan,
+                            replacing=replacing)
+    assert not ok and "is UN (up, normal), not DN" in result["error"]
+    world.ring[dead] = ("DN", 3.0)
+    other = safety_address(world, "dialog-cassandra-2")
+    world.ring[other] = ("UJ", 3.0)  # another node streaming: refused, named
+    ok, result = safety_run(CassandraSettleAction, world, deployment="dialog", plan=plan,
+                            replacing=replacing)
+    assert not ok and "dialog-cassandra-2 (%s) is UJ" % other in result["error"]
+    world.ring[other] = ("UN", 3.0)
+    ok, result = safety_run(CassandraSettleAction, world, deployment="dialog", plan=plan,
+                            replacing=replacing)
+    assert ok, result
+    assert result["ring"] == "3 other nodes UN, replacing dialog-cassandra-4 (%s)" % dead
+    # Without replacing, the same deploy is a count change on a ring with a DN node: refused.
+    ok, result = safety_run(CassandraSettleAction, world, deployment="dialog", plan=plan)
+    assert not ok and "is DN" in result["error"]
+    # A replacement never rides along with a join.
+    grown = build_plan("production", "aws", cassandra_nodes=5, dialog_servers=3)
+    ok, result = safety_run(CassandraSettleAction, world, deployment="dialog", plan=grown,
+                            replacing=replacing)
+    assert not ok and result["error"].startswith("replacing: a replacement only brings back")

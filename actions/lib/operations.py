@@ -314,6 +314,21 @@ def cassandra_ring_normal(context, ssh, why):
                                         why)
 
 
+def cassandra_replace_ring(context, ssh, replacing):
+    """dialog.deploy's `replacing` on the ring as the first Cassandra host of the inventory sees
+    it: each dead address DN and every other node UN (cassandra_ops.replace_gate), every host
+    of the inventory in it."""
+    names = _ring_names(context)
+    nodes = hosts_with(context["hosts"], "cassandra")
+    with session(nodes[0], ssh, hosts=context["hosts"]) as connection:
+        ring = cassandra_ops.ring(connection, render_host(context, nodes[0]["name"]))
+    for dead in sorted(replacing.values()):
+        cassandra_ops.replace_gate(ring, dead, names)
+    return cassandra_ops.require_normal(
+        [n for n in ring if n["address"] not in replacing.values()], names,
+        [h["private_address"] for h in nodes if h["name"] not in replacing], "no replacement")
+
+
 def cassandra_join_wait(context, ssh, name, progress=_noop,
                         timeout=cassandra_ops.JOIN_TIMEOUT):
     """Wait until the joining node `name` reads UN in the ring an older node sees (first by
