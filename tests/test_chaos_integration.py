@@ -23,3 +23,29 @@ def test_a_profile_without_zones_deploys_in_two_zones_as_stackstorm_loads_it():
         driver.reconcile(build_plan("small-failover", "aws", admin_networks=ADMIN))
         zones = {h.get("zone") for h in driver.inventory("dialog")}
     assert len(zones) == 2
+
+
+def test_a_fenced_primary_is_not_tried_over_ssh_by_promote_or_repoint(monkeypatch):
+    # dialog.fence leaves the former primary stopped at the provider: the inventory says so,
+    # and promote/repoint must not wait out an SSH login to it while writes are down.
+    from lib.healing import postgres_failover  # pylint: disable=import-outside-toplevel
+    from test_postgres_failover import STANDBY_STATE, FakePair, pair_context
+    fake = FakePair(monkeypatch, states={"dialog-postgres-2": STANDBY_STATE})
+    tried = []
+    session = fake.session
+
+    def tracking(host, ssh, **kwargs):
+        tried.append(host["name"])
+        return session(host, ssh, **kwargs)
+
+    monkeypatch.setattr(postgres_failover.operations, "session", tracking)
+    context = pair_context()
+    for host in context["hosts"]:
+        if host["name"] == "dialog-postgres-1":
+            host["state"] = "stopped"
+    result = postgres_failover.promote(context, {}, "dialog-postgres-2", {}, [].append)
+    assert result["primary"] == "dialog-postgres-2"
+    context["postgres_primary"] = "dialog-postgres-2"
+    repointed = postgres_failover.repoint(context, {})
+    assert repointed["skipped"] == {"dialog-postgres-1": "stopped at the provider"}
+    assert "dialog-postgres-1" not in tried

@@ -29,6 +29,17 @@ PROMOTE_TIMEOUT = 150.0
 # The files of a Postgres host that name the primary: PgBouncer's target, and server.sh (a
 # restart of its postgres service must follow the new primary, never start a former one).
 REPOINTED = (PGBOUNCER_ENV[0], PG_SERVER[0], PG_HBA[0])
+# Instance states (EC2 InstanceState, DigitalOcean droplet status) in which a host runs
+# nothing: dialog.fence's outcome. Such a host is not tried over SSH (a login to it only waits
+# out REACH_TIMEOUT while the writes are down). Not "stopping"/"shutting-down": it may still
+# accept writes until the state is final (dialog.fence waits for "stopped").
+NOT_RUNNING = ("stopped", "terminated", "off", "archive")
+
+
+def _not_running(host):
+    """The provider's word that `host` runs nothing (its inventory state), else None."""
+    state = host.get("state")
+    return "%s at the provider" % state if state in NOT_RUNNING else None
 
 
 def _noop(_message):
@@ -96,6 +107,10 @@ def _pair(context):
 def _reachable_primary(context, ssh, old, name, progress):
     """None when the old primary cannot serve writes any more (SSH does not answer: stopped,
     fenced, dead; or its postgres service is not running), else the reason to refuse."""
+    stopped = _not_running(old)
+    if stopped:
+        progress("%s (the recorded primary) is %s: fenced" % (old["name"], stopped))
+        return None
     try:
         with operations.session(old, ssh, hosts=context["hosts"],
                                 timeout=REACH_TIMEOUT) as connection:
@@ -209,6 +224,11 @@ def repoint(context, ssh, progress=_noop, health_timeout=300, clock=time.monoton
                             context["hosts"])
     result = {"primary": name, "postgres": {}, "dialog_servers": {}, "skipped": {}}
     for host in postgres:
+        stopped = _not_running(host) if host["name"] != name else None
+        if stopped:
+            result["skipped"][host["name"]] = stopped
+            progress("%s: skipped (%s)" % (host["name"], stopped))
+            continue
         try:
             result["postgres"][host["name"]] = _repoint_postgres_host(context, host, ssh,
                                                                       progress)
