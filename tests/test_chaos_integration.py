@@ -49,3 +49,27 @@ def test_a_fenced_primary_is_not_tried_over_ssh_by_promote_or_repoint(monkeypatc
     repointed = postgres_failover.repoint(context, {})
     assert repointed["skipped"] == {"dialog-postgres-1": "stopped at the provider"}
     assert "dialog-postgres-1" not in tried
+
+
+def test_a_fresh_boot_clears_the_old_files_while_a_volume_link_appears(tmp_path, monkeypatch):
+    # Seen in the chaos run: the hypervisor linked the new instance's volume into by-id while
+    # the fresh boot of the host (same name) removed the old files; rmtree failed ENOTEMPTY
+    # and the replacement host never booted.
+    import errno  # pylint: disable=import-outside-toplevel
+    import shutil  # pylint: disable=import-outside-toplevel
+    from sandbox import hosts  # pylint: disable=import-outside-toplevel
+    root = tmp_path / "chaos-postgres-1"
+    (root / ".sandbox" / "by-id").mkdir(parents=True)
+    (root / "etc").mkdir()
+    real, calls = shutil.rmtree, []
+
+    def racing(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            (root / ".sandbox" / "by-id" / "nvme-Amazon_Elastic_Block_Store_vol1").touch()
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", str(root / ".sandbox"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(hosts.shutil, "rmtree", racing)
+    hosts.remove_tree(str(root))
+    assert not root.exists() and len(calls) == 2

@@ -61,6 +61,7 @@ nftables``).
 
 import contextlib
 import dataclasses
+import errno
 import ipaddress
 import itertools
 import logging
@@ -237,6 +238,22 @@ def _new_ed25519():
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH)
     return private, public.decode()
+
+
+def remove_tree(root, attempts=5):
+    """shutil.rmtree(root), tried again while entries appear under it meanwhile: the
+    hypervisor's volume sync links a new instance's volumes into its by-id directory while the
+    host's boot clears the old files (ENOTEMPTY); the sync restores a removed link each poll."""
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(root)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _write(path, data, mode=0o644):
@@ -737,7 +754,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
     def _prepare_files(self, host, fresh):
         root = host.root
         if fresh and os.path.isdir(root):
-            shutil.rmtree(root)
+            remove_tree(root)
         internal = os.path.join(root, ".sandbox")
         for rel in [p.lstrip("/") for p in MOUNT_POINTS + (BIN_MOUNT,)] + [".sandbox"]:
             os.makedirs(os.path.join(root, rel), exist_ok=True)
