@@ -370,6 +370,26 @@ def test_standin_reads_the_flag_and_keeps_identity_in_the_data_directory(tmp_pat
     assert os.path.exists(settings["persisted"]) and not settings["bootstrapped"]
 
 
+def test_standin_refuses_a_bootstrapped_node_whose_rack_changed(tmp_path):
+    """Cassandra keeps a node's rack in its system keyspace and will not start it in another
+    (StartupChecks.checkRack), so a zone change of a running node must fail in the sandbox."""
+    data = tmp_path / "cassandra"
+
+    def settings(rack):
+        svc = {"environment": {"CASSANDRA_BROADCAST_ADDRESS": "10.0.0.6",
+                               "CASSANDRA_RACK": rack},
+               "network_mode": "host", "ports": [],
+               "raw": {"volumes": ["%s:/var/lib/cassandra" % data]}}
+        return fake_docker.cassandra_settings({"name": "p", "services": {"cassandra": svc}},
+                                              "cassandra", svc)
+
+    assert fake_docker.Ring(settings("eu-west-1a")).failed is None
+    assert fake_docker.Ring(settings("eu-west-1a")).failed is None
+    moved = fake_docker.Ring(settings("eu-west-1b"))
+    assert moved.failed.startswith(
+        "Cannot start node if snitch's rack(eu-west-1b) differs from previous rack(eu-west-1a)")
+
+
 # ---- dialog.cassandra_settle: a deploy bringing a retired host back as a replacement ----------
 
 def test_settle_lets_a_replacement_in_only_with_the_dead_node_dn_and_the_others_un(

@@ -613,6 +613,7 @@ def cassandra_settings(project, service, svc):
         "join_seconds": number("FAKE_CASSANDRA_JOIN_SECONDS", 1.0),
         "down_seconds": number("FAKE_CASSANDRA_DOWN_SECONDS", 4.0),
         "bootstrapped": bool(saved.get("bootstrapped")),
+        "saved_rack": saved.get("rack"),
         "replace": replace_option("%s %s" % (env.get("JVM_OPTS") or "",
                                              env.get("JVM_EXTRA_OPTS") or "")),
         # Cassandra's ring delay (cassandra.ring_delay_ms, 30 s): how long a replacement's
@@ -974,7 +975,15 @@ class Ring:
         self.members = {settings["address"]: self.me}
         self.failed, self.replaces, self.started = None, None, now
         replace = settings.get("replace")
-        if replace and settings["bootstrapped"]:
+        saved_rack = settings.get("saved_rack")
+        if saved_rack and saved_rack != settings["rack"]:
+            # Cassandra's startup check (StartupChecks.checkRack): the saved rack is in the
+            # node's system keyspace, on its data volume.
+            self.failed = ("Cannot start node if snitch's rack(%s) differs from previous "
+                           "rack(%s). Please fix the snitch configuration, decommission and "
+                           "rebootstrap this node or use the flag -Dcassandra.ignore_rack=true."
+                           % (settings["rack"], saved_rack))
+        elif replace and settings["bootstrapped"]:
             if replace["first_boot"]:
                 _log("cassandra: Replace address on first boot requested; this node is already "
                      "bootstrapped")
@@ -985,6 +994,12 @@ class Ring:
         elif replace:
             self.replaces = replace["address"]
             self.me.update(state="hibernate", joined_at=None)
+        if not self.failed:
+            # Every start records the node's DC and rack in its system keyspace (the next start
+            # is checked against them).
+            data = read_json(settings["persisted"], {})
+            data.update(dc=settings["dc"], rack=settings["rack"])
+            write_json(settings["persisted"], data)
 
     def _fail(self, message):
         self.failed = message
