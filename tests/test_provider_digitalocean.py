@@ -507,7 +507,21 @@ def test_listings_follow_every_page(fake, monkeypatch):
     assert_inventory(do.inventory("dialog"), plan)
 
 
+def completed(api, reply, timeout=10.0):
+    """Polls GET /v2/actions/{id} until the action a POST answered is completed, as a client
+    of DigitalOcean waits for one (its effect is not seen while it is in-progress)."""
+    action = reply["action"]
+    deadline = time.monotonic() + timeout
+    while action["status"] == "in-progress" and time.monotonic() < deadline:
+        time.sleep(0.01)
+        action = api.actions.get(action_id=action["id"])["action"]
+    assert action["status"] == "completed", action
+    return action
+
+
 def test_the_fake_assigns_and_unassigns_reserved_ips(fake):
+    # DigitalOcean: "Droplets cannot have more than one Reserved IP address assigned to them
+    # at a time" (Droplet limits); an assign or unassign is an action, done once completed.
     api = driver(fake).api
     driver(fake).reconcile(plan_for("mini"))
     [droplet] = fake.droplets.values()
@@ -516,9 +530,12 @@ def test_the_fake_assigns_and_unassigns_reserved_ips(fake):
         api.reserved_ips_actions.post(reserved_ip=address,
                                       body={"type": "assign", "droplet_id": droplet["id"]})
     [held] = [a for a in fake.reserved_ips.values() if a["droplet"]]
-    api.reserved_ips_actions.post(reserved_ip=held["ip"], body={"type": "unassign"})
-    api.reserved_ips_actions.post(reserved_ip=address,
-                                  body={"type": "assign", "droplet_id": droplet["id"]})
+    completed(api, api.reserved_ips_actions.post(reserved_ip=held["ip"],
+                                                 body={"type": "unassign"}))
+    completed(api, api.reserved_ips_actions.post(
+        reserved_ip=address, body={"type": "assign", "droplet_id": droplet["id"]}))
+    assert api.reserved_ips.get(reserved_ip=address)["reserved_ip"]["droplet"]["id"] == \
+        droplet["id"]
     assert fake.reserved_ips[address]["droplet"]["id"] == droplet["id"]
     assert fake.reserved_ips[held["ip"]]["droplet"] is None
     page = api.droplets.list(tag_name="no-such-tag")
