@@ -18,6 +18,10 @@ def test_a_profile_without_zones_deploys_in_two_zones_as_stackstorm_loads_it():
     config = local_runner.load_config(ROOT, EXAMPLE, local_runner.MemoryDatastore())
     assert config["profiles"]["aws-eu"]["availability_zones"] == []
     with AwsEmulator() as emu:
+        # moto's accounts live as long as the process: a test run earlier in this worker may
+        # have left its own 'dialog' deployment there (a production plan's hosts, which this
+        # plan would remove). This test's account starts empty, as a new AWS account does.
+        emu.reset()
         driver = aws.Driver(emu.profile(availability_zones=[]), "us-east-1", wait_delay=0.01,
                             wait_attempts=50)
         driver.reconcile(build_plan("small-failover", "aws", admin_networks=ADMIN))
