@@ -15,18 +15,22 @@ passes, recorded); the paths are the model, kept honest by counting the drivers'
 The margin, for API round trips, process start and a poll's last attempt, is max(300 s, 10 %).
 """
 
+import contextlib
 import glob
 import inspect
 import math
 import os
 
 import pytest
+import repair_gate
 import yaml
 
-from lib import bootstrap, cassandra_ops, health
+from lib import bootstrap, cassandra_ops, health, operations
 from lib.cloud import preflight
-from lib.hosts import registry, volumes
+from lib.healing import postgres_failover
+from lib.hosts import registry, ssh_path, volumes
 from lib.providers import aws, base, digitalocean
+from lib.render import PGBOUNCER_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_MARGIN = 300
@@ -83,6 +87,24 @@ def recorded_wait_bound(monkeypatch, call):
     return bound
 
 
+def recorded_pgbouncer_timeouts(monkeypatch):
+    """The remote timeouts of one Postgres host's repoint (dialog.postgres_repoint) whose
+    PgBouncer file changed: the files are uploaded (recorded apart), PgBouncer recreated."""
+    rendered = {"host": "p-1", "project": "dialog", "compose_file": "/opt/dialog/compose.yaml",
+                "files": []}
+
+    @contextlib.contextmanager
+    def session(host, ssh, **kwargs):
+        yield object()
+
+    monkeypatch.setattr(postgres_failover, "render_host", lambda context, name: rendered)
+    monkeypatch.setattr(operations, "session", session)
+    monkeypatch.setattr(bootstrap, "upload_changed",
+                        lambda connection, files: ([PGBOUNCER_ENV[0]], []))
+    return recorded_remote_timeouts(monkeypatch, lambda: postgres_failover._repoint_postgres_host(
+        {"hosts": []}, {"name": "p-1"}, {}, lambda message: None))  # pylint: disable=W0212
+
+
 @pytest.fixture
 def bounds(monkeypatch):
     """Each wait's bound in seconds, from the code."""
@@ -92,12 +114,28 @@ def bounds(monkeypatch):
                                       lambda: cassandra_ops.ring(object(), rendered))
     [df] = recorded_remote_timeouts(monkeypatch, lambda: cassandra_ops.free_bytes(object()),
                                     out="/dev/sda1 100 50 50 50% /var/lib/dialog")
+    postgres = {"host": "p-1", "project": "dialog", "compose_file": "/opt/dialog/compose.yaml"}
+    [compose_ps] = recorded_remote_timeouts(
+        monkeypatch, lambda: postgres_failover.running_services(object(), postgres))
+    [digest] = recorded_remote_timeouts(monkeypatch, lambda: postgres_failover._remote_digest(
+        object(), "/opt/dialog/server.conf"))  # pylint: disable=protected-access
+    [pgbouncer_up] = recorded_pgbouncer_timeouts(monkeypatch)
     aws_driver = aws.Driver(profile={}, region="us-east-1")
     do_wait = signature_default(digitalocean.Driver.__init__, "droplet_timeout")
     return {
         # paramiko gives the TCP connection, the banner and the login each the timeout, after
         # up to one timeout of handshakes sshd dropped (bootstrap.HandshakeDropped).
         "ssh_login": 4 * connect,
+        # The same with the short step timeout a failover gives a host that may be dead.
+        "ssh_login_short": 4 * postgres_failover.REACH_TIMEOUT,
+        # dialog.move_address's probe of a candidate (or of the jump proxy before it): the TCP
+        # connection and the banner each get the probe's timeout.
+        "ssh_banner_probe": 2 * ssh_path.JUMP_PROBE_TIMEOUT,
+        "compose_ps": compose_ps,
+        "sha256sum": digest,
+        "pgbouncer_recreate": pgbouncer_up,
+        "postgres_ha": signature_default(postgres_failover.run_ha, "timeout"),
+        "pg_promote": postgres_failover.PROMOTE_TIMEOUT,
         # run_checks: a probe with no deadline of its own gets SSH_MARGIN.
         "health_probe_once": health.SSH_MARGIN,
         "nodetool_ring": ring,
@@ -112,6 +150,8 @@ def bounds(monkeypatch):
         "aws_fresh": recorded_wait_bound(monkeypatch, lambda: aws_driver._fresh(
             lambda **params: None)),  # pylint: disable=protected-access
         "do_wait": do_wait,
+        # A DigitalOcean action (reserved IP assign, power_off) polled until completed.
+        "do_action": digitalocean.Driver.ACTION_TIMEOUT,
         # preflight: per Dialog image a manifest HEAD, a token request and the HEAD again.
         "registry_probes": 3 * preflight.REGISTRY_TIMEOUT * sum(
             len(keys) for keys in preflight.ROLE_IMAGES.values()),
@@ -162,6 +202,40 @@ def replication_waits(b):
             "nodetool repair -full": b["nodetool_long"]}
 
 
+def bootstrap_one_waits(b, ssh_wait, health_timeout, gated):
+    """lib.operations.bootstrap_one on one host; gated (dialog.deploy's run): it logs in again
+    after the wait for the hosts it needs."""
+    path = {"SSH ready": ssh_wait, "SSH login": b["ssh_login"], "Docker installed": b["docker"],
+            "data volume waited for and formatted": volumes.bound(1),
+            "registry login": registry.LOGIN_TIMEOUT, "images pulled": registry.PULL_TIMEOUT,
+            "TLS and files uploaded": 3 * b["script"]}
+    if gated:
+        path["SSH login again (after the dependency wait)"] = b["ssh_login"]
+    path.update({"compose up": b["compose"], "health checks pass": health_timeout})
+    return path
+
+
+def failover_waits(b):
+    """{action: {provider: path}} of the failover primitives. A static server is refused at
+    once (nothing to stop or move at a provider), and so is retire_host on DigitalOcean."""
+    return {
+        "fence": {"aws": {"instance stopped": b["aws_wait"]},
+                  # the power_off action completed, then the droplet listed as off
+                  "digitalocean": {"power_off action completed": b["do_action"],
+                                   "droplet off": b["do_wait"]}},
+        # DeleteOnTermination off and the tags: single calls.
+        "retire_host": {"aws": {"instance terminated": b["aws_wait"]}},
+        # The candidates probed in index order (one pass); AssociateAddress is one call.
+        "move_address": {"aws": {"candidate's SSH banner": b["ssh_banner_probe"]},
+                         "digitalocean": {"candidate's SSH banner": b["ssh_banner_probe"],
+                                          "assign action completed": b["do_action"]}},
+    }
+
+
+def longest(paths):
+    return max(paths, key=lambda path: sum(path.values()))
+
+
 def worst_cases(b):
     """{action: (seconds, {wait: seconds} on its longest path)}."""
     ssh_timeout = param_default("bootstrap_host", "ssh_timeout")
@@ -169,14 +243,7 @@ def worst_cases(b):
     health_timeout = max(param_default("bootstrap_host", "health_timeout"),
                          param_default("deploy", "health_timeout"))
     paths = {
-        "bootstrap_host": {"SSH ready": ssh_timeout, "SSH login": b["ssh_login"],
-                           "Docker installed": b["docker"],
-                           "data volume waited for and formatted": volumes.bound(1),
-                           "registry login": registry.LOGIN_TIMEOUT,
-                           "images pulled": registry.PULL_TIMEOUT,
-                           "TLS and files uploaded": 3 * b["script"],
-                           "SSH login again (after the dependency wait)": b["ssh_login"],
-                           "compose up": b["compose"], "health checks pass": health_timeout},
+        "bootstrap_host": bootstrap_one_waits(b, ssh_timeout, health_timeout, gated=True),
         "cassandra_cleanup": dict(replication_waits(b), **{
             "SSH login": b["ssh_login"], "nodetool cleanup": b["nodetool_long"]}),
         # The ring read every JOIN_POLL s until the joiner is UN, join_timeout at most (each
@@ -197,22 +264,52 @@ def worst_cases(b):
             "SSH login": b["ssh_login"], "create user": b["script"]}),
         "status": {"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
         # scale-in: dialog servers checked like status, or the Cassandra decommission check.
-        "scale_prepare": max(
+        "scale_prepare": longest(
             ({"SSH login": b["ssh_login"], "health probe": b["health_probe_once"]},
              {"SSH login": b["ssh_login"], "nodetool status": b["nodetool_ring"],
-              "df": b["df"]}), key=lambda path: sum(path.values())),
+              "df": b["df"]})),
         # allow_removal: the dialog servers checked like status, then the decommission check.
         "removals": {"SSH login": b["ssh_login"], "health probe": b["health_probe_once"],
                      "SSH login (a Cassandra survivor)": b["ssh_login"],
                      "nodetool status": b["nodetool_ring"], "df": b["df"]},
-        "provision": max(provision_waits(b).values(), key=lambda path: sum(path.values())),
-        "destroy": max(destroy_waits(b).values(), key=lambda path: sum(path.values())),
+        "provision": longest(provision_waits(b).values()),
+        "destroy": longest(destroy_waits(b).values()),
         # Provider reads, the datastore and the catalog only.
         "preflight": {"registry probes": b["registry_probes"]},
         "inventory": {}, "plan": {}, "bootstrap_order": {}, "register_deployment": {},
         "lock": {}, "unlock": {}, "explain_failure": {},
         # The deployment record read and written once (the datastore).
         "record_scaled": {},
+        "fence": longest(failover_waits(b)["fence"].values()),
+        "retire_host": longest(failover_waits(b)["retire_host"].values()),
+        "move_address": longest(failover_waits(b)["move_address"].values()),
+        # The recorded primary checked (a short login, compose ps) unless the provider says it
+        # is stopped, then the standby's state read and pg_promote.
+        "postgres_promote": {"SSH login (the recorded primary, short)": b["ssh_login_short"],
+                             "its compose ps": b["compose_ps"],
+                             "SSH login (the standby)": b["ssh_login"],
+                             "postgres_ha.sh state": b["postgres_ha"],
+                             "pg_promote": b["pg_promote"]},
+        # One pass over the Postgres hosts (files uploaded, PgBouncer recreated), then over the
+        # dialog servers: server.conf's digest read, and a changed one restarted by
+        # operations.bootstrap_one (its own SSH wait, not gated) within health_timeout.
+        "postgres_repoint": dict({
+            "Postgres host: SSH login (short)": b["ssh_login_short"],
+            "Postgres host: files read and uploaded": 2 * b["script"],
+            "Postgres host: pgbouncer recreated": b["pgbouncer_recreate"],
+            "dialog server: SSH login (short)": b["ssh_login_short"],
+            "dialog server: server.conf digest": b["sha256sum"]}, **{
+                "dialog server restart: " + wait: seconds
+                for wait, seconds in bootstrap_one_waits(
+                    b, signature_default(operations.bootstrap_one, "ssh_wait"),
+                    param_default("postgres_repoint", "health_timeout"), gated=False).items()}),
+        # The ring read from another Cassandra node.
+        "cassandra_replace_check": {"SSH login": b["ssh_login"],
+                                    "nodetool status": b["nodetool_ring"]},
+        # The datastore, and the gate's wait for faults reported in the same poll (the
+        # pack config's healing.overlap_settle).
+        "repair_gate": {"overlap settle": repair_gate.healing_settings({})[1]},
+        "repair_done": {}, "repair_note": {}, "repair_reset": {},
     }
     return {name: (sum(path.values()), path) for name, path in paths.items()}
 
@@ -230,13 +327,17 @@ def test_every_python_actions_timeout_covers_its_worst_case_with_margin(bounds):
 
 
 @pytest.mark.parametrize("driver, sites", [
-    (aws.Driver, {"self._fresh(": 5, "self._wait(": 2, "self._until_free(": 5,
+    # _wait: instances running, terminated (surplus), stopped (fence), terminated (retire).
+    (aws.Driver, {"self._fresh(": 5, "self._wait(": 4, "self._until_free(": 5,
                   "self._wait_nat(": 2}),
-    (digitalocean.Driver, {"self._wait(": 4, "self._wait_gone(": 2, "self._wait_active(": 1}),
+    # _wait: VPC without members, volumes attached, an action completed (move_address,
+    # fence), the droplet off (fence); and inside _wait_gone and _wait_active.
+    (digitalocean.Driver, {"self._wait(": 6, "self._wait_gone(": 2, "self._wait_active(": 1}),
 ])
 def test_the_model_knows_every_wait_of_the_drivers(driver, sites):
     """A wait added to (or removed from) a driver changes these counts: then revisit
-    provision_waits and destroy_waits above, and the timeouts of provision and destroy."""
+    provision_waits, destroy_waits and failover_waits above, and the timeouts of provision,
+    destroy, fence, retire_host and move_address."""
     source = inspect.getsource(driver)
     assert {site: source.count(site) for site in sites} == sites
 
