@@ -244,6 +244,13 @@ def _until(what, check, timeout=60.0):
     raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
 
 
+def logged_at(log, message):
+    """When server.sh first logged a line holding message ("postgres (<UTC time>): ...")."""
+    found = re.search(r"^postgres \((\S+)\): .*%s" % re.escape(message), log, re.M)
+    assert found, "no %r in the log" % message
+    return found.group(1)
+
+
 @pytest.fixture
 def cluster_dir():
     _need_real_postgres()
@@ -275,12 +282,15 @@ def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(c
         subprocess.run(["chown", "-R", "postgres:postgres", root], check=True)
     slot_a, slot_b = replication_slot(a.name), replication_slot(b.name)
 
-    # 1. A primary, B its standby (the first deploy: no record field).
+    # 1. A primary, B its standby (the first deploy: no record field). A deploy boots the hosts
+    # in any order: B, up first, waits for A (and keeps waiting while A initializes, its server
+    # answering on the socket only).
     a.install(render_host(context, a.name), {"primary": a.port})
     b.install(render_host(context, b.name), {"primary": a.port})
+    b.start(bin_dir, user)
+    _until("B waits for A", lambda: "not reachable yet, waiting" in b.log(), 30)
     a.start(bin_dir, user)
     _until("A accepts connections", lambda: a.sql("SELECT 1") == "1")
-    b.start(bin_dir, user)
     _until("B streams from A", lambda: a.sql(
         "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'") == slot_b,
         90)
@@ -288,7 +298,11 @@ def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(c
         "%s true" % slot_b
     _until("A replicates synchronously", lambda: a.sql(
         "SHOW synchronous_standby_names") == "ANY 1 (%s)" % slot_b)
-    assert a.sql("SELECT sync_state FROM pg_stat_replication") == "quorum"
+    assert a.sql("SELECT application_name || ' ' || sync_state FROM pg_stat_replication") == \
+        "%s quorum" % slot_b
+    # ... on the standby's own stream, not on the clone's: pg_basebackup streams WAL through the
+    # standby's slot while it copies, and commits on the primary would wait for that stream.
+    assert logged_at(a.log(), "synchronous replication on") >= logged_at(b.log(), "cloned ")
     assert b.sql("SELECT pg_is_in_recovery()") == "t"
     assert "ERROR" not in a.log(), "a standby's start leaves no error in the primary's log"
     a.sql("CREATE TABLE writes (n int PRIMARY KEY)")
@@ -331,6 +345,7 @@ def test_pair_on_real_postgres_slots_sync_degrade_promote_and_a_former_primary(c
     assert "a former primary" in a.log()
     _until("B sync with A", lambda: b.sql("SHOW synchronous_standby_names")
            == "ANY 1 (%s)" % slot_a, 30)
+    assert logged_at(b.log(), "synchronous replication on") >= logged_at(a.log(), "cloned ")
     b.sql("INSERT INTO writes VALUES (202)")
     _until("A has every write", lambda: a.sql("SELECT count(*) FROM writes") == "202")
     assert a.sql("SELECT pg_is_in_recovery()") == "t"
