@@ -11,6 +11,7 @@
 Real network namespaces, sshd, sudo and nftables; needs root (CI runs as root).
 """
 
+import ipaddress
 import os
 import socket
 import subprocess
@@ -25,7 +26,9 @@ import requests
 from moto.server import ThreadedMotoServer
 
 from sandbox import network
-from sandbox.hosts import SandboxError, SandboxHosts, preflight, sweep_stale
+from sandbox.hosts import (SandboxError, SandboxHosts, machine_networks,
+                           package_index_names, preflight, resolve_addresses,
+                           resolver_nameservers, sweep_stale)
 from sandbox.hypervisor import Hypervisor, use_public_elastic_ips
 
 pytestmark = pytest.mark.xdist_group("netns")
@@ -160,7 +163,17 @@ def test_runner_reaches_hosts_only_at_public_addresses(strict):
 
 def test_internet_needs_egress_and_fails_fast_without(strict, internet_server):
     address, port = internet_server
-    assert address == "203.0.113.80"
+    # Outside every VPC, and not an address this machine needs: its package indexes (an egress
+    # proxy may have a documentation address too), its DNS server, its own networks.
+    assert not any(ipaddress.ip_address(address) in ipaddress.ip_network(net) for net in
+                   ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", CIDR))
+    needed = resolve_addresses(package_index_names())
+    assert all(address not in found for found in needed.values()), needed
+    assert address not in resolver_nameservers()
+    assert ipaddress.ip_address(address) not in ipaddress.ip_network(strict.public_network)
+    # On this machine it is only on the sandbox's own link: no network of the machine has it.
+    on = [line for net, _, line in machine_networks() if ipaddress.ip_address(address) in net]
+    assert on and all(strict.internet_link in line for line in on), on
     probe = ("python3 -c \"import socket, time; t = time.monotonic()\n"
              "try:\n  print(socket.create_connection(('%s', %d), timeout=10).recv(2).decode())\n"
              "except OSError as e:\n  print(type(e).__name__, round(time.monotonic() - t))\""

@@ -50,9 +50,13 @@ Cloud strictness (SandboxHosts options, off by default; see the class docstring)
   the VPC address on eth1;
 * ``runner_outside``: this machine's connections to VPC addresses are refused (nftables table
   ``inet dsb<token>``), except the sandbox's own (network.INTERNAL_MARK);
-* ``internet``: ``internet_address`` (203.0.113.80) on a link ``dsb<token>in``; hosts reach it
-  only after ``set_egress(name, True)``, others are refused at once. DigitalOcean hosts reach
-  it through their public interface.
+* ``internet``: ``internet_address`` on a link ``dsb<token>in``; hosts reach it only after
+  ``set_egress(name, True)``, others are refused at once. DigitalOcean hosts reach it through
+  their public interface. The address is the first of INTERNET_CANDIDATES (documentation and
+  shared address space, outside every VPC) that this machine does not use itself: not what its
+  resolver gives for its package indexes, not on its networks, not already configured here
+  (``choose_internet_address``). A fixed one would, on a machine whose egress proxy has that
+  address, cut the machine's own pip and apt off for as long as a sandbox runs.
 
 Needs root, iproute2 (``ip netns``), util-linux (``unshare``, ``mount``), nftables, sudo and
 openssh-server (``/usr/sbin/sshd``; Debian: ``apt-get install -y openssh-server sudo
@@ -62,6 +66,7 @@ nftables``).
 import contextlib
 import dataclasses
 import errno
+import glob
 import ipaddress
 import itertools
 import logging
@@ -69,10 +74,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -90,8 +97,30 @@ RULE_PREF = 5210
 # Per-host directories hiding this machine's: each host has its own homes and /tmp.
 PRIVATE_DIRS = (("/root", 0o700), ("/home", 0o755), ("/tmp", 0o1777))
 BY_ID = "/dev/disk/by-id"
-# Outside every VPC (TEST-NET-3, RFC 5737): where the sandbox's "internet" services listen.
-INTERNET_ADDRESS = "203.0.113.80"
+# Where the sandbox's "internet" services listen: the first of these that this machine does not
+# use itself (choose_internet_address). Never a fixed address: a machine behind an egress proxy
+# may resolve its package indexes to one of these (it happened: every name gave the first),
+# and while a sandbox holds that address locally, with a firewall refusing all but the hosts
+# with egress, pip and apt on the machine get "Connection refused".
+# The documentation networks (RFC 5737: TEST-NET-3, -2, -1) first: no real service is there,
+# and they are outside every VPC the sandbox emulates. Then two of RFC 6598's shared address
+# space (carrier-grade NAT, 100.64.0.0/10; also what overlay VPNs number from, hence the
+# unusual ends of it), not routed on the internet either. Not 198.18.0.0/15 (RFC 2544): the
+# sandbox's DigitalOcean public network (PUBLIC_CIDR) lives there.
+INTERNET_CANDIDATES = ("203.0.113.80", "198.51.100.80", "192.0.2.80", "100.127.255.80",
+                       "100.95.255.80")
+# How long the resolver may take, for all names together (no DNS, or a slow one, must not hold
+# up a sandbox; names without an answer by then are taken as resolving to nothing).
+RESOLVE_TIMEOUT = 3.0
+# Where this machine's package tools find their indexes and proxies (read, never changed).
+PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip/pip.conf", "~/.pip/pip.conf",
+                    "~/.config/pip/pip.conf")
+PIP_URL_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_PROXY")
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                   "ALL_PROXY")
+APT_FILES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list",
+             "/etc/apt/sources.list.d/*.sources", "/etc/apt/apt.conf", "/etc/apt/apt.conf.d/*")
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"';\]]+", re.IGNORECASE)
 PUBLIC_CIDR = "198.18.0.0/16"
 SSHD_START_TIMEOUT = 15.0
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -231,6 +260,134 @@ def sweep_stale():
                 network.delete_table(table)
 
 
+def package_index_names(environ=None):
+    """Host names this machine's package tools reach: pip's default index (as pip itself names
+    it), the indexes, links and proxies of pip's configuration files and environment, the
+    proxies of the environment, and apt's sources and proxies. Unreadable files are skipped."""
+    environ = os.environ if environ is None else environ
+    names = set()
+    try:
+        from pip._internal.models.index import PyPI  # pylint: disable=import-outside-toplevel
+        names.update((PyPI.netloc, PyPI.file_storage_domain))
+    except Exception:  # pylint: disable=broad-except
+        pass  # no pip here: its configuration below still counts
+    texts = [environ.get(name, "") for name in PIP_URL_VARIABLES]
+    for name in PROXY_VARIABLES:
+        value = environ.get(name, "").strip()
+        texts.append(value if "://" in value or not value else "http://" + value)
+    patterns = list(PIP_CONFIG_FILES) + [os.path.join(sys.prefix, "pip.conf")] + \
+        [environ.get("PIP_CONFIG_FILE") or ""] + list(APT_FILES)
+    for pattern in filter(None, patterns):
+        for path in sorted(glob.glob(os.path.expanduser(pattern))):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    texts.extend(line for line in handle
+                                 if not line.lstrip().startswith(("#", "//", ";")))
+            except OSError:
+                continue
+    for text in texts:
+        for url in _URL_RE.findall(text):
+            try:
+                host = urllib.parse.urlsplit(url).hostname
+            except ValueError:
+                continue
+            if host:
+                names.add(host)
+    return sorted(names)
+
+
+def resolve_addresses(names, timeout=RESOLVE_TIMEOUT, getaddrinfo=socket.getaddrinfo):
+    """{name: IPv4 addresses this machine's resolver gives for it}, all names looked up at once
+    and waited for `timeout` seconds in all. A name that fails (no DNS) or has not answered by
+    then is left out."""
+    results = {}
+
+    def lookup(name):
+        try:
+            infos = getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return
+        results[name] = {info[4][0] for info in infos}
+
+    threads = [threading.Thread(target=lookup, args=(name,), daemon=True,
+                                name="sandbox-resolve-%s" % name) for name in names]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    late = [name for name, thread in zip(names, threads) if thread.is_alive()]
+    if late:
+        LOG.warning("the resolver did not answer for %s within %.0f s; choosing the sandbox's "
+                    "internet address without them", ", ".join(late), timeout)
+    return {name: set(results[name]) for name in names if name in results}
+
+
+def resolver_nameservers(path="/etc/resolv.conf"):
+    """The DNS servers this machine asks (resolv.conf), IPv4 ones as strings."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    return [words[1] for words in (line.split() for line in lines)
+            if len(words) > 1 and words[0] == "nameserver" and "." in words[1]]
+
+
+def machine_networks():
+    """(network, kind, line) for each IPv4 address of this machine (kind "address": the network
+    it is on, the address itself for a /32) and each route other than a default one ("route")."""
+    found = []
+    for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines():
+        match = re.search(r"inet (\S+)", line)
+        if match:
+            found.append((ipaddress.ip_interface(match.group(1)).network, "address",
+                          line.strip()))
+    for line in _run("ip", "-4", "route", "show").stdout.splitlines():
+        words = line.split()
+        if words and words[0] in ("unicast", "unreachable", "blackhole", "prohibit"):
+            words = words[1:]
+        try:
+            routed = ipaddress.ip_network(words[0], strict=False)
+        except (ValueError, IndexError):
+            continue  # "default via ..."
+        found.append((routed, "route", line.strip()))
+    return found
+
+
+def choose_internet_address(avoid=(), names=None, resolve=resolve_addresses,
+                            networks=machine_networks, nameservers=resolver_nameservers):
+    """The first of INTERNET_CANDIDATES that this machine does not use itself: not what its
+    resolver gives for the names its package tools need (`names`, default
+    package_index_names()) nor its DNS server; not on a network it is connected to or routes
+    (`networks()`, which also covers an address already configured here, e.g. another
+    sandbox's); not in `avoid` (the sandbox's own networks). SandboxError when none is left,
+    saying why each was skipped. resolve(names) -> {name: addresses}; the arguments are for
+    tests."""
+    names = package_index_names() if names is None else list(names)
+    used = {}
+    for name, addresses in sorted(resolve(names).items()):
+        for address in addresses:
+            used.setdefault(address, "this machine's resolver gives it for %s" % name)
+    for address in nameservers():
+        used.setdefault(address, "this machine's DNS server")
+    taken = [(net, "on this machine's network %s (%s)" % (net, line))
+             for net, _kind, line in networks()]
+    taken += [(ipaddress.ip_network(net), "in the sandbox's own network %s" % net)
+              for net in avoid]
+    skipped = []
+    for candidate in INTERNET_CANDIDATES:
+        ip = ipaddress.ip_address(candidate)
+        why = used.get(candidate) or next((what for net, what in taken if ip in net), None)
+        if why is None:
+            if skipped:
+                LOG.info("the sandbox's internet is at %s; skipped %s", candidate,
+                         "; ".join(skipped))
+            return candidate
+        skipped.append("%s (%s)" % (candidate, why))
+    raise SandboxError("no address left for the sandbox's internet: " + "; ".join(skipped))
+
+
 def _new_ed25519():
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -334,8 +491,9 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
     in (key only) and has passwordless sudo; root is refused. boot() can override it per host.
     runner_outside: this machine reaches hosts only at public addresses (set_public_address,
     or a DigitalOcean host's own); connecting to a private address is refused at once.
-    internet: `internet_address` (203.0.113.80, outside every VPC) exists on this machine and
-    a host reaches it only after set_egress(name, True). Without it, internet_address is the
+    internet: `internet_address` (outside every VPC, one this machine does not use itself:
+    choose_internet_address) exists on this machine and a host reaches it only after
+    set_egress(name, True). Without it, internet_address is the
     gateway, which every host reaches.
     public_cidr: the network of public addresses on interfaces (boot(public_on_interface=True),
     DigitalOcean), on a second bridge where this machine holds the last usable address.
@@ -364,16 +522,13 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         self.login_user = self._check_login_user(login_user)
         self.runner_outside = bool(runner_outside)
         self.internet = bool(internet)
-        self.internet_address = INTERNET_ADDRESS if self.internet else self.gateway
+        self.internet_address = self.gateway  # with internet: chosen below, after sweep_stale()
         self.public_network = ipaddress.ip_network(public_cidr)
         self.public_gateway = str(self.public_network.broadcast_address - 1)
         self.token = "%06x%02x" % (os.getpid() & 0xFFFFFF, next(_SEQUENCE) % 256)
         self.bridge = "%s%sbr" % (PREFIX, self.token)
         self.public_bridge = "%s%spb" % (PREFIX, self.token)
         self.internet_link = "%s%sin" % (PREFIX, self.token)
-        self.firewall = network.Firewall(
-            "%s%s" % (PREFIX, self.token), [self.network], self.runner_outside,
-            (INTERNET_ADDRESS, [self.bridge]) if self.internet else None)
         self._public = {}   # host name -> public address translated to it (AWS: NAT)
         self._egress = set()  # host names with a way to the internet
         self._public_bridge_made = False
@@ -388,6 +543,12 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         self._bridge_made = self._rule_made = self._iptables_made = False
         self._preexisting_mounts = {p for p in MOUNT_POINTS if os.path.lexists(p)}
         sweep_stale()
+        if self.internet:  # once the addresses of dead sandboxes are gone
+            self.internet_address = choose_internet_address(
+                avoid=(self.network, self.public_network))
+        self.firewall = network.Firewall(
+            "%s%s" % (PREFIX, self.token), [self.network], self.runner_outside,
+            (self.internet_address, [self.bridge]) if self.internet else None)
         os.makedirs(self.workdir, exist_ok=True)
         private, self.ssh_public_key = _new_ed25519()
         self.ssh_public_key += " sandbox@dialog"
@@ -635,7 +796,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         except ValueError as exc:
             raise SandboxError("invalid public address %r" % (address,)) from exc
         if ip.version != 4 or ip.is_loopback or ip.is_multicast or ip.is_unspecified or \
-                ip in self.network or str(ip) in (self.gateway, INTERNET_ADDRESS,
+                ip in self.network or str(ip) in (self.gateway, self.internet_address,
                                                   self.public_gateway):
             raise SandboxError("%s cannot be a public address (IPv4, not loopback, not in the "
                                "VPC %s, not the sandbox's own)" % (address, self.network))
@@ -678,7 +839,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
     def _create_bridge(self):
         self._check_network_free(self.network)
         if self.internet:
-            self._check_network_free(ipaddress.ip_network(INTERNET_ADDRESS))
+            self._check_network_free(ipaddress.ip_network(self.internet_address))
         self._bridge_made = True  # from here on, close() removes what was made
         # Nothing from the hosts leaves this machine: traffic from the bridge to any other
         # network hits an unreachable route (this machine's own addresses are matched earlier,
@@ -688,7 +849,8 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         self.firewall.create()
         if self.internet:
             _run("ip", "link", "add", self.internet_link, "type", "bridge")
-            _run("ip", "addr", "add", "%s/32" % INTERNET_ADDRESS, "dev", self.internet_link)
+            _run("ip", "addr", "add", "%s/32" % self.internet_address, "dev",
+                 self.internet_link)
             _run("ip", "link", "set", self.internet_link, "up")
 
     def _add_bridge(self, bridge, gateway, net):
@@ -707,22 +869,13 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
 
     def _check_network_free(self, net):
         """SandboxError when an address or route of this machine overlaps `net`."""
-        for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines():
-            match = re.search(r"inet (\S+)", line)
-            if match and ipaddress.ip_interface(match.group(1)).network.overlaps(net):
+        for used, kind, line in machine_networks():
+            if used.overlaps(net) and kind == "address":
                 raise SandboxError("%s overlaps an address of this machine (%s); choose "
                                    "another cidr" % (net, line.split()[1]))
-        for line in _run("ip", "-4", "route", "show").stdout.splitlines():
-            words = line.split()
-            if words and words[0] in ("unicast", "unreachable", "blackhole", "prohibit"):
-                words = words[1:]
-            try:
-                routed = ipaddress.ip_network(words[0], strict=False)
-            except (ValueError, IndexError):
-                continue  # "default via ..."
-            if routed.overlaps(net):
+            if used.overlaps(net):
                 raise SandboxError("%s overlaps a route of this machine (%s); choose another "
-                                   "cidr" % (net, line.strip()))
+                                   "cidr" % (net, line))
 
     def _boot(self, host, delay, fresh):
         started = time.monotonic()

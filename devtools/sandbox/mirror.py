@@ -1,9 +1,12 @@
 """The sandbox's internet: Docker's apt repository and the container registries, on one address.
 
-    with Mirror("203.0.113.80", username="sandbox", password="...") as mirror:
-        mirror.apt_repository    # http://203.0.113.80/linux  (the profile's docker_apt_repository)
-        mirror.registry          # 203.0.113.80:5000          (the profile's registry)
-        mirror.dialog_images     # {"dialog_server": "203.0.113.80:5000/dialog/dialog-server:1"...}
+    with Mirror(hosts.internet_address, username="sandbox", password="...") as mirror:
+        mirror.apt_repository    # http://<address>/linux  (the profile's docker_apt_repository)
+        mirror.registry          # <address>:5000          (the profile's registry)
+        mirror.dialog_images     # {"dialog_server": "<address>:5000/dialog/dialog-server:1"...}
+
+``hosts.internet_address`` is chosen when the sandbox starts (hosts.choose_internet_address):
+an address outside every VPC that this machine does not use itself.
 
 Apt (port `apt_port`) has the layout of https://download.docker.com/linux: ``<dist>/gpg`` (the
 signing key), ``<dist>/dists/<codename>/InRelease`` and ``.../stable/binary-<arch>/Packages``,
