@@ -1,6 +1,7 @@
 from dialog_action import DialogAction, reports_errors
 from lib.bootstrap import prepare_bound, start_bound
 from lib.catalog import default_catalog
+from lib.deployment_record import postgres_primary
 # What nginx.conf.j2 reads to forward the push ports; the one place the catalog says so.
 from lib.render import proxied_push_purposes
 from lib.stages import dependencies, depths, rolling_after, start_order
@@ -34,9 +35,10 @@ class BootstrapOrderAction(DialogAction):
     """dialog.bootstrap_order: what each host needs running before it starts, and the bounds."""
 
     @reports_errors
-    def run(self, hosts, tier=None, health_timeout=600, ssh_timeout=600):
+    def run(self, hosts, tier=None, health_timeout=600, ssh_timeout=600, deployment=None):
         route_push = bool(proxied_push_purposes(default_catalog(), tier)) if tier else True
-        needs = dependencies(hosts, route_push)
+        primary = postgres_primary(self.record(deployment), hosts) if deployment else None
+        needs = dependencies(hosts, route_push, primary)
         limits = bounds(needs, health_timeout, ssh_timeout, rolling_after(hosts))
         return {"order": start_order(needs), "needs": needs,
                 "wait": {name: limits[name][0] for name in needs},

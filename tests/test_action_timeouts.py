@@ -290,13 +290,21 @@ def worst_cases(b):
                              "SSH login (the standby)": b["ssh_login"],
                              "postgres_ha.sh state": b["postgres_ha"],
                              "pg_promote": b["pg_promote"]},
-        # One pass over the Postgres hosts (files uploaded, PgBouncer recreated), then over the
+        # One pass over the Postgres hosts (a standby: files uploaded, PgBouncer recreated; the
+        # primary: also its postgres, and its checks), then over the
         # dialog servers: server.conf's digest read, and a changed one restarted by
         # operations.bootstrap_one (its own SSH wait, not gated) within health_timeout.
         "postgres_repoint": dict({
             "Postgres host: SSH login (short)": b["ssh_login_short"],
             "Postgres host: files read and uploaded": 2 * b["script"],
             "Postgres host: pgbouncer recreated": b["pgbouncer_recreate"],
+            # The primary's pass: its own login and upload, postgres and pgbouncer recreated
+            # and its checks waited for within health_timeout.
+            "the primary: SSH login (short)": b["ssh_login_short"],
+            "the primary: files read and uploaded": 2 * b["script"],
+            "the primary: postgres and pgbouncer recreated":
+                postgres_failover.PRIMARY_RECREATE_TIMEOUT,
+            "the primary: checks pass": param_default("postgres_repoint", "health_timeout"),
             "dialog server: SSH login (short)": b["ssh_login_short"],
             "dialog server: server.conf digest": b["sha256sum"]}, **{
                 "dialog server restart: " + wait: seconds

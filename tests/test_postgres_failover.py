@@ -392,7 +392,7 @@ class FakePair:
             return 0, "".join("%s=%s\n" % kv for kv in state.items()), ""
         if command.startswith("sha256sum"):
             return 0, "0" * 64 + "  /etc/dialog/server.conf\n", ""
-        if "--force-recreate" in command:
+        if "--force-recreate" in command or command.endswith("up -d --no-deps postgres pgbouncer"):
             return 0, "", ""
         return 127, "", "unexpected command: " + command
 
@@ -461,16 +461,34 @@ def test_promote_with_the_primary_fenced_records_the_new_primary(monkeypatch):
     assert recorded == ["dialog-postgres-2"]
 
 
-def test_repoint_recreates_only_pgbouncer_and_restarts_changed_dialog_servers(monkeypatch):
-    fake = FakePair(monkeypatch, down=["dialog-postgres-1"])
+@pytest.mark.parametrize("standby_up", [False, True])
+def test_repoint_restarts_the_primary_once_and_only_pgbouncer_on_a_standby(
+        monkeypatch, standby_up):
+    """The promoted primary's postgres and PgBouncer are recreated by the repoint (writes are
+    down anyway), and its checks waited for, so the deploy that rebuilds the standby finds its
+    files and label unchanged and never restarts the only primary. A standby that answers (a
+    switchover) gets only PgBouncer recreated. Dialog servers restart one at a time."""
+    fake = FakePair(monkeypatch, down=[] if standby_up else ["dialog-postgres-1"])
+    waited = []
+    monkeypatch.setattr(postgres_failover.health, "wait_healthy",
+                        lambda connection, rendered, timeout: waited.append(
+                            (rendered["host"], timeout)))
     context = pair_context("dialog-postgres-2")
-    result = postgres_failover.repoint(context, {})
+    result = postgres_failover.repoint(context, {}, health_timeout=240)
     assert result["primary"] == "dialog-postgres-2"
-    assert "dialog-postgres-1" in result["skipped"]
-    assert sorted(fake.uploads["dialog-postgres-2"]) == sorted(postgres_failover.REPOINTED)
-    recreated = [c for h, c in fake.commands if "--force-recreate" in c]
-    assert len(recreated) == 1 and recreated[0].endswith("--no-deps --force-recreate pgbouncer")
+    compose = render_host(context, "dialog-postgres-2")["compose_file"]
+    assert sorted(fake.uploads["dialog-postgres-2"]) == sorted(
+        postgres_failover.REPOINTED + (compose,))
+    on_primary = [c for h, c in fake.commands if h == "dialog-postgres-2" and "up -d" in c]
+    assert len(on_primary) == 1 and on_primary[0].endswith("up -d --no-deps postgres pgbouncer")
+    assert waited == [("dialog-postgres-2", 240)]
+    on_standby = [c for h, c in fake.commands if h == "dialog-postgres-1" and "up -d" in c]
+    if standby_up:
+        assert sorted(fake.uploads["dialog-postgres-1"]) == sorted(postgres_failover.REPOINTED)
+        assert len(on_standby) == 1 and \
+            on_standby[0].endswith("--no-deps --force-recreate pgbouncer")
+    else:
+        assert "dialog-postgres-1" in result["skipped"] and not on_standby
     servers = [h["name"] for h in with_role(context, "dialog-server")]
     assert fake.bootstrapped == servers     # one at a time, in index order
     assert result["dialog_servers"] == {name: "restarted" for name in servers}
-    assert not any("up -d" in c and "postgres" == c.split()[-1] for _, c in fake.commands)

@@ -60,6 +60,21 @@ def test_a_dialog_server_needs_postgres_and_every_cassandra_node():
         assert set(needs[server]) == {"dialog-postgres-1"} | set(cassandra)
 
 
+def test_after_a_failover_the_recorded_primary_starts_first():
+    """The standby clones from the primary: after a failover the primary is postgres-2, so a
+    deploy (the one that rebuilds postgres-1) starts postgres-2 first and never makes the
+    running primary wait for its new standby."""
+    hosts = inventory("small-failover")
+    assert dependencies(hosts)["dialog-postgres-2"] == ["dialog-postgres-1"]
+    needs = dependencies(hosts, postgres_primary="dialog-postgres-2")
+    assert needs["dialog-postgres-2"] == []
+    assert needs["dialog-postgres-1"] == ["dialog-postgres-2"]
+    for server in (h["name"] for h in hosts if "dialog-server" in h["roles"]):
+        assert "dialog-postgres-2" in needs[server] and "dialog-postgres-1" not in needs[server]
+    order = start_order(needs)
+    assert order.index("dialog-postgres-2") < order.index("dialog-postgres-1")
+
+
 def test_a_dialog_server_starts_only_once_postgres_and_all_cassandra_markers_say_ready():
     store = Store()
     ready = ["dialog-postgres-1", "dialog-cassandra-1", "dialog-cassandra-2",

@@ -218,7 +218,8 @@ class CannedDialogActions(RealLocks, ExplainingActions):
 
     def bootstrap_order(self, **params):
         """The real action, with short dependency waits."""
-        status, value = BootstrapOrderAction(config={}).run(**params)
+        status, value = BootstrapOrderAction(
+            config={}, action_service=self.service("BootstrapOrderAction")).run(**params)
         assert status, value
         order = dict(value)
         order["wait"] = {name: min(wait, WAIT_SECONDS) for name, wait in order["wait"].items()}

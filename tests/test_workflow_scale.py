@@ -160,7 +160,8 @@ class CannedScaleActions(RealLocks, ExplainingActions):
                 "secrets_created": [], "record_changed": True}
 
     def bootstrap_order(self, **params):
-        status, value = BootstrapOrderAction(config={}).run(**params)
+        status, value = BootstrapOrderAction(config={},
+                                             action_service=self.datastore()).run(**params)
         assert status, value
         return value
 

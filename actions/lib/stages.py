@@ -49,9 +49,16 @@ def _names(hosts):
     return [h["name"] for h in hosts]
 
 
-def _role_needs(hosts, proxies_route_push):
-    """{role: [host names]} for the roles whose needs are the same for every host."""
+def _postgres_first(hosts, primary):
+    """The Postgres hosts, the primary first: the record's (lib.deployment_record), else the
+    lowest index. A standby clones from the primary, so the primary must run first."""
     postgres = hosts_with(hosts, "postgres")
+    return sorted(postgres, key=lambda h: h["name"] != primary) if primary else postgres
+
+
+def _role_needs(hosts, proxies_route_push, primary=None):
+    """{role: [host names]} for the roles whose needs are the same for every host."""
+    postgres = _postgres_first(hosts, primary)
     return {
         "dialog-server": _names(postgres[:1] + hosts_with(hosts, "cassandra")
                                 + hosts_with(hosts, "s3-gateway")),
@@ -61,7 +68,7 @@ def _role_needs(hosts, proxies_route_push):
     }
 
 
-def _own_needs(hosts, host):
+def _own_needs(hosts, host, primary=None):
     """What a host needs for being one of a group in particular: a joiner, a standby."""
     needs = []
     if "cassandra" in host["roles"]:
@@ -70,21 +77,22 @@ def _own_needs(hosts, host):
         if position >= SEED_COUNT:
             needs += _names(ring[:SEED_COUNT]) + [ring[position - 1]["name"]]
     if "postgres" in host["roles"]:
-        postgres = hosts_with(hosts, "postgres")
+        postgres = _postgres_first(hosts, primary)
         if postgres[0]["name"] != host["name"]:
             needs.append(postgres[0]["name"])
     return needs
 
 
-def dependencies(hosts, proxies_route_push=True):
+def dependencies(hosts, proxies_route_push=True, postgres_primary=None):
     """{host name: [names of the hosts it needs running first]}, in inventory order, for every
     host. `proxies_route_push`: whether the tier's proxies forward the push ports (lib.render
     knows from the catalog); when unknown, waiting for push hosts costs little, as they need
-    nothing themselves."""
-    by_role = _role_needs(hosts, proxies_route_push)
+    nothing themselves. `postgres_primary`: the record's primary (after a failover, not the
+    lowest index), which the other Postgres hosts and the dialog servers wait for."""
+    by_role = _role_needs(hosts, proxies_route_push, postgres_primary)
     result = {}
     for host in by_index(hosts):
-        needs = _own_needs(hosts, host)
+        needs = _own_needs(hosts, host, postgres_primary)
         for role in host["roles"]:
             needs += by_role.get(role, [])
         seen = {host["name"]}

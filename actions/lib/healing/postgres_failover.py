@@ -26,6 +26,8 @@ HA_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 # A dead or fenced host must not hold the failover up for bootstrap.connect's 30 s default.
 REACH_TIMEOUT = 8.0
 PROMOTE_TIMEOUT = 150.0
+# docker compose up of the primary's postgres and pgbouncer: a fast shutdown and a start.
+PRIMARY_RECREATE_TIMEOUT = 180.0
 # The files of a Postgres host that name the primary: PgBouncer's target, and server.sh (a
 # restart of its postgres service must follow the new primary, never start a former one).
 REPOINTED = (PGBOUNCER_ENV[0], PG_SERVER[0], PG_HBA[0])
@@ -189,15 +191,32 @@ def _remote_digest(connection, path):
     return out.split()[0] if status == 0 and out.split() else None
 
 
-def _repoint_postgres_host(context, host, ssh, progress):
+def _repoint_postgres_host(context, host, ssh, progress, primary=False, health_timeout=300):
     rendered = render_host(context, host["name"])
-    files = [f for f in rendered["files"] if f["path"] in REPOINTED]
+    wanted = REPOINTED + ((rendered["compose_file"],) if primary else ())
+    files = [f for f in rendered["files"] if f["path"] in wanted]
     with operations.session(host, ssh, hosts=context["hosts"],
                             timeout=REACH_TIMEOUT) as connection:
         uploaded, _ = bootstrap.upload_changed(connection, files)
-        if PGBOUNCER_ENV[0] in uploaded:
+        if primary and uploaded:
+            # The promoted server now renders as the primary: its compose file (the postgres
+            # service's config-hash label follows server.sh) and PgBouncer's env changed.
+            # Recreated here, while writes are down anyway, a restart of a primary that is
+            # already out of recovery; left to the deploy that rebuilds the standby, it would
+            # restart the only primary in the middle of that deploy (a second write outage).
+            status, _, err = health.remote(connection, _compose(
+                rendered, connection, ["up", "-d", "--no-deps", "postgres", "pgbouncer"]),
+                timeout=PRIMARY_RECREATE_TIMEOUT)
+            if status != 0:
+                raise ResourceFailed("%s: recreating postgres and pgbouncer failed: %s"
+                                     % (host["name"], _last_line(err)))
+            health.wait_healthy(connection, rendered, timeout=health_timeout)
+            progress("%s: postgres restarted as the primary it is; pgbouncer points at it"
+                     % host["name"])
+        elif PGBOUNCER_ENV[0] in uploaded:
             # Only PgBouncer: its env file is read when the container is created. The compose
-            # file on the host still carries the former label; the next deploy uploads it.
+            # file on the host still carries the former label; the next deploy uploads it
+            # (and restarts this standby's postgres to follow the new primary).
             status, _, err = health.remote(connection, _compose(
                 rendered, connection, ["up", "-d", "--no-deps", "--force-recreate",
                                        "pgbouncer"]), timeout=120.0)
@@ -213,11 +232,14 @@ def repoint(context, ssh, progress=_noop, health_timeout=300, clock=time.monoton
     (context["postgres_primary"], the record's): {primary, postgres: {host: [files]},
     dialog_servers: {host: "restarted" | "unchanged"}, skipped: {host: reason}, seconds}.
 
-    Postgres hosts: only the files naming the primary are uploaded and only PgBouncer is
-    recreated (seconds). Dialog servers whose server.conf changed are bootstrapped one at a
-    time (lib.operations.bootstrap_one: upload, recreate, wait healthy), the others are left
-    alone. A host that does not answer (the fenced former primary) is skipped and named: the
-    deploy that rebuilds it renders the same files."""
+    Postgres hosts: only the files naming the primary are uploaded. On the primary, postgres
+    and PgBouncer are recreated where their files changed (the promoted server restarts as
+    the primary it already is, so the deploy that rebuilds the standby leaves it running),
+    then its checks are waited for; on a standby only PgBouncer is recreated (seconds).
+    Dialog servers whose server.conf changed are bootstrapped one at a time
+    (lib.operations.bootstrap_one: upload, recreate, wait healthy), the others are left alone.
+    A host that does not answer (the fenced former primary) is skipped and named: the deploy
+    that rebuilds it renders the same files."""
     started = clock()
     postgres = _pair(context)
     name = postgres_primary({"postgres_primary": context.get("postgres_primary")},
@@ -230,8 +252,9 @@ def repoint(context, ssh, progress=_noop, health_timeout=300, clock=time.monoton
             progress("%s: skipped (%s)" % (host["name"], stopped))
             continue
         try:
-            result["postgres"][host["name"]] = _repoint_postgres_host(context, host, ssh,
-                                                                      progress)
+            result["postgres"][host["name"]] = _repoint_postgres_host(
+                context, host, ssh, progress, primary=host["name"] == name,
+                health_timeout=health_timeout)
         except (DialogError, OSError, EOFError) as exc:
             if host["name"] == name:
                 raise
