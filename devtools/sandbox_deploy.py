@@ -230,13 +230,23 @@ def volume_table(volumes):
                          for v in volumes])
 
 
+# The top-level entries of a Postgres data directory, as the real server's initdb leaves them
+# (the postgres image's PGDATA is the volume's root).
+POSTGRES_DATA = frozenset(("PG_VERSION", "base", "global", "pg_wal"))
+
+
+def holds_service_data(files):
+    """Whether a data volume's top-level entries show its service's data: a real Postgres
+    server's data directory, or the mark a stand-in container writes (sandbox-<name>.data)."""
+    return POSTGRES_DATA <= set(files) or any(f.startswith("sandbox-") for f in files)
+
+
 def volumes_hold_data(volumes, output):
     """Every host the plan gave a data volume has one, formatted, with its service's data on
     it (not on the root disk below the mount point)."""
     wanted = {h["name"] for h in output.get("hosts") or []
               if any(v.get("purpose") == "data" for v in h.get("volumes") or [])}
-    seen = {v["host"] for v in volumes
-            if v["fs"] and any(f.startswith("sandbox-") for f in v["files"])}
+    seen = {v["host"] for v in volumes if v["fs"] and holds_service_data(v["files"])}
     return wanted <= seen
 
 

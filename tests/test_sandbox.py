@@ -298,7 +298,16 @@ services:
     assert users["admin"]["admin"] is True
     config = yaml.safe_load(run(conn, "docker compose -f %s config" % COMPOSE).stdout)
     assert config["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pa$word"
-    unknown = run(conn, "docker compose -f %s exec -T postgres psql -c 'select 1'" % COMPOSE)
+    # The postgres container runs the real server: psql in it reaches the database the image
+    # created for POSTGRES_USER/POSTGRES_DB, and refuses a role that does not exist (root's).
+    query = run(conn, "docker compose -f %s exec -T postgres psql -U dialog -d dialog -tAc "
+                "'select current_user, current_database()'" % COMPOSE)
+    assert query.exited == 0 and query.stdout.strip() == "dialog|dialog", query.stderr
+    as_root = run(conn, "docker compose -f %s exec -T postgres psql -c 'select 1'" % COMPOSE)
+    assert as_root.exited == 2 and 'role "root" does not exist' in as_root.stderr
+    # A stand-in container runs no command it does not simulate.
+    unknown = run(conn, "docker compose -f %s exec -T dialog-server psql -c 'select 1'"
+                  % COMPOSE)
     assert unknown.exited == 127 and "not simulated" in unknown.stderr
     assert run(conn, "docker compose -f %s down" % COMPOSE).exited == 0
 

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.xdist_group("netns")
 CIDRS = ["10.85.%d.0/24" % third for third in range(0, 250, 10)]
 PROXY, DB, LATE_PROXY, LATE_DB = "jmp-proxy-1", "jmp-db-1", "jmp-proxy-2", "jmp-db-2"
 NUMBERS = {PROXY: 21, DB: 22, LATE_PROXY: 23, LATE_DB: 24}
+# The postgres image's entrypoint refuses to initialise a database without a superuser
+# password: it comes from the root-only env file, which compose reads under sudo.
 COMPOSE = ('services:\n  db:\n    image: postgres:16\n    ports: ["5432:5432"]\n'
+           '    env_file: [/etc/dialog/postgres.env]\n'
            '  dialog-server:\n    image: registry.example/dialog-server:1\n')
 
 
@@ -116,8 +119,8 @@ def test_bootstrap_through_the_proxy_runs_privileged_steps_with_sudo(sandbox, in
                 "compose_file": "/opt/dialog/docker-compose.yml", "roles": ["postgres"],
                 "files": [{"path": "/opt/dialog/docker-compose.yml", "content": COMPOSE,
                            "mode": 0o644, "secret": False},
-                          {"path": "/etc/dialog/postgres.env", "content": "X=secret-value\n",
-                           "mode": 0o600, "secret": True}],
+                          {"path": "/etc/dialog/postgres.env", "mode": 0o600, "secret": True,
+                           "content": "POSTGRES_PASSWORD=secret-value\n"}],
                 "services": ["db", "dialog-server"],
                 "checks": [{"name": "db port", "role": "postgres", "service": "db",
                             "kind": "tcp", "port": 5432}]}
