@@ -172,6 +172,10 @@ class AwsEmulator:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = "http://%s:%d" % (host, port)
+        # moto's backends are global to the process and outlive a server: without this, an
+        # emulator started after another (a later test on the same worker) would open an
+        # account holding the earlier one's instances. Each emulator is a new, empty account.
+        self.reset()
         found = self.client().describe_images(Owners=[DEBIAN_OWNER])["Images"]
         self.image = None if found else MOTO_IMAGE
         return self

@@ -370,6 +370,11 @@ class FakePair:
         monkeypatch.setattr(postgres_failover.bootstrap, "upload_changed", self.upload)
         monkeypatch.setattr(postgres_failover.operations, "bootstrap_one",
                             lambda context, name, ssh, **_: self.bootstrapped.append(name))
+        # The primary's checks after its restart: (host, timeout) of each wait.
+        self.waited = []
+        monkeypatch.setattr(postgres_failover.health, "wait_healthy",
+                            lambda connection, rendered, timeout: self.waited.append(
+                                (rendered["host"], timeout)))
 
     @contextlib.contextmanager
     def session(self, host, ssh, hosts=None, timeout=None, **_):
@@ -469,10 +474,6 @@ def test_repoint_restarts_the_primary_once_and_only_pgbouncer_on_a_standby(
     files and label unchanged and never restarts the only primary. A standby that answers (a
     switchover) gets only PgBouncer recreated. Dialog servers restart one at a time."""
     fake = FakePair(monkeypatch, down=[] if standby_up else ["dialog-postgres-1"])
-    waited = []
-    monkeypatch.setattr(postgres_failover.health, "wait_healthy",
-                        lambda connection, rendered, timeout: waited.append(
-                            (rendered["host"], timeout)))
     context = pair_context("dialog-postgres-2")
     result = postgres_failover.repoint(context, {}, health_timeout=240)
     assert result["primary"] == "dialog-postgres-2"
@@ -481,7 +482,7 @@ def test_repoint_restarts_the_primary_once_and_only_pgbouncer_on_a_standby(
         postgres_failover.REPOINTED + (compose,))
     on_primary = [c for h, c in fake.commands if h == "dialog-postgres-2" and "up -d" in c]
     assert len(on_primary) == 1 and on_primary[0].endswith("up -d --no-deps postgres pgbouncer")
-    assert waited == [("dialog-postgres-2", 240)]
+    assert fake.waited == [("dialog-postgres-2", 240)]
     on_standby = [c for h, c in fake.commands if h == "dialog-postgres-1" and "up -d" in c]
     if standby_up:
         assert sorted(fake.uploads["dialog-postgres-1"]) == sorted(postgres_failover.REPOINTED)
