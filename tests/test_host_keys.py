@@ -92,6 +92,24 @@ def test_a_retired_host_loses_only_its_own_pin(keys):
         offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[1])
 
 
+def test_the_health_sensor_never_pins_a_replacements_key(keys):
+    """Seen in the chaos run: after dialog.retire_host forgot proxy-1's pin, the sensor met a
+    machine at a stale address for it and pinned that key; the deploy making the new proxy-1
+    was then refused. A watcher (pin_new=False) checks pins and never makes one."""
+    store = Datastore()
+    offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[0])
+    host_keys.forget_host(store, "prod", "dialog-proxy-1")
+    watcher = HostKeyPins(store, "prod", pin_new=False)
+    with pytest.raises(host_keys.HostKeyNotPinned) as unpinned:
+        offer(watcher, "dialog-proxy-1", keys[1])
+    assert "no pinned SSH host key yet" in str(unpinned.value)
+    assert "dialog-proxy-1" not in json.loads(store.values[KEY])
+    offer(HostKeyPins(store, "prod"), "dialog-proxy-1", keys[0])     # the deploy pins it
+    offer(watcher, "dialog-proxy-1", keys[0])                        # the sensor checks it
+    with pytest.raises(HostKeyRefused):
+        offer(watcher, "dialog-proxy-1", keys[1])
+
+
 def test_fingerprint_is_what_ssh_keygen_prints():
     line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8CWp3qWrJ3DrAdmMebyI++viVCrM7hBx38gex+jcmg"
     # ssh-keygen -lf: "256 SHA256:mTTesXGKkWo3NamDet2Mjjg0F0gLet82aB2hi0fkQF4 ... (ED25519)"

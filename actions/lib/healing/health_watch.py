@@ -33,7 +33,7 @@ from lib.deployment_secrets import load_secrets
 from lib.errors import DialogError, ProviderError
 from lib.hosts import ssh_path
 from lib.hosts.docker_install import apt_repository
-from lib.hosts.host_keys import HostKeyPins, HostKeyRefused
+from lib.hosts.host_keys import HostKeyNotPinned, HostKeyPins, HostKeyRefused
 from lib.hosts.registry import registry_settings
 from lib.planner import build_plan, validate_region
 from lib.profiles import resolve_profile
@@ -100,7 +100,8 @@ def ssh_settings(datastore, settings, deployment, provider):
     return {"user": settings.get("ssh_user") or None, "key_file": settings.get("ssh_key_file"),
             "private_key_text": settings.get("ssh_private_key"),
             "via": ssh_path.resolve_via(settings.get("ssh_address"), provider),
-            "host_keys": HostKeyPins(datastore, deployment, settings.get("known_hosts"))}
+            "host_keys": HostKeyPins(datastore, deployment, settings.get("known_hosts"),
+                                     pin_new=False)}
 
 
 class Seen(object):
@@ -268,6 +269,9 @@ class HealthWatch(object):
             except JUMP_UNREACHABLE as exc:
                 # Every jump proxy failed the login (lib.operations.session tried each): the
                 # path is dead, not necessarily the host; nothing learned of it this poll.
+                return "unknown", str(exc)
+            except HostKeyNotPinned as exc:
+                # Being made (a replacement after dialog.retire_host): its deploy pins the key.
                 return "unknown", str(exc)
             except HostKeyRefused as exc:
                 return "failed", "its SSH host key changed: %s" % str(exc).split(";")[0]

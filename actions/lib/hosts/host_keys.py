@@ -88,12 +88,24 @@ def load_known_hosts(value):
     return keys
 
 
+class HostKeyNotPinned(DialogError):
+    """A watcher (pin_new=False) met a host with no pinned key: only the operation that makes
+    the host pins its first key."""
+
+
 class HostKeyPins:
     """The host keys of one deployment. policy(name, address) is the paramiko policy that
-    checks (and on first contact records) the key a host shows."""
+    checks (and on first contact records) the key a host shows.
 
-    def __init__(self, datastore, deployment, known_hosts=None, console=None):
+    pin_new=False (the health sensor): a host with no pin is refused with HostKeyNotPinned
+    instead of pinned. The sensor polls hosts while a repair replaces them; had it pinned the
+    first key it met after dialog.retire_host forgot the old one, a stale address (the
+    floating one, moved to another proxy) could have pinned another machine's key under the
+    new host's name, and the deploy making the host would then be refused."""
+
+    def __init__(self, datastore, deployment, known_hosts=None, console=None, pin_new=True):
         self.datastore, self.deployment = datastore, deployment
+        self.pin_new = pin_new
         self.key = KEY_TEMPLATE % deployment
         self.known = load_known_hosts(known_hosts) if known_hosts else None
         # console(name) -> {type: fingerprint} printed at first boot ({} when unknown)
@@ -111,6 +123,10 @@ class HostKeyPins:
             return
         with self.lock:
             old = self.pinned().get(name)
+            if old is None and not self.pin_new:
+                raise HostKeyNotPinned(
+                    "%s (%s) has no pinned SSH host key yet: the deploy that makes it pins the "
+                    "first one; nothing was sent to it" % (name, address))
             if old is None:
                 if self.console is not None:
                     check_console(name, key_text, self.console(name) or {})
