@@ -188,6 +188,29 @@ def test_a_repair_while_another_operation_holds_the_deployment_is_refused():
     assert changes(actions) == []
     assert "scale (cassandra 3 -> 4) is running" in actions.said[-1]
     assert actions.holder()["owner"] == "f" * 24, "the scale's lock is left alone"
+    # A refusal, like the brakes' others: no failure of the workflow's own to explain.
+    assert result.output["failure"] is None, result.output
+
+
+class ChatDown(HealActions):
+    """The chat does not answer: every chatops.post_message fails."""
+
+    def __call__(self, ref, params):
+        if ref == "chatops.post_message":
+            return returned_error({"error": "HTTP 503 from the chat adapter"})
+        return super().__call__(ref, params)
+
+
+@pytest.mark.parametrize("role, host", [("proxy", "dialog-proxy-1"),
+                                        ("dialog_server", "dialog-dialog-server-2")])
+def test_a_chat_that_does_not_answer_never_stops_a_repair_nor_marks_it_failed(role, host):
+    actions = ChatDown()
+    result = heal(actions, role, host)
+    assert result.status == "succeeded", (result.errors, result.output)
+    assert result.output["outcome"] == "repaired"
+    assert result.output["failure"] is None, result.output
+    assert host in {h["name"] for h in actions.hosts}
+    assert not actions.locks
 
 
 def _requires(*names):
