@@ -96,3 +96,18 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if _in_sandbox_group(item) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SANDBOX_TIMEOUT))
+
+
+# The AWS emulator (moto's server in a thread) shared by a module's tests: `emu` gives each test
+# a new, empty account (devtools/aws_emulator.py's reset), as a fresh AWS account is.
+@pytest.fixture(scope="module")
+def emulator():
+    from aws_emulator import AwsEmulator  # pylint: disable=import-outside-toplevel
+    with AwsEmulator() as running:
+        yield running
+
+
+@pytest.fixture(name="emu")
+def fresh_emulator(emulator):
+    emulator.reset()
+    return emulator

@@ -11,7 +11,6 @@ import sys
 import pytest
 import yaml
 
-from aws_emulator import AwsEmulator
 from lib.cloud.failover import move_addresses
 from lib.errors import InputError
 from lib.planner import build_plan
@@ -31,18 +30,6 @@ IMAGES = {"dialog_server": "registry.example.com/dialog/server:2.5",
           "web_app": "registry.example.com/dialog/web-app:2.5",
           "dashboard": "registry.example.com/dialog/dashboard:2.5",
           "push": "registry.example.com/dialog/push:2.5"}
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with AwsEmulator() as running:
-        yield running
-
-
-@pytest.fixture(name="emu")
-def fresh_emulator(emulator):
-    emulator.reset()
-    return emulator
 
 
 def driver_for(emu, module=aws, **profile):

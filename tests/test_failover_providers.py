@@ -9,7 +9,6 @@ import time
 import pytest
 import requests
 
-from aws_emulator import AwsEmulator
 from fake_digitalocean import FakeDigitalOcean
 from lib.cloud.failover import move_addresses
 from lib.errors import InputError
@@ -22,18 +21,6 @@ from sandbox.hosts import SandboxError
 from sandbox.hypervisor import Hypervisor
 
 ADMIN = ["203.0.113.0/24"]
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with AwsEmulator() as running:
-        yield running
-
-
-@pytest.fixture(name="emu")
-def fresh_emulator(emulator):
-    emulator.reset()
-    return emulator
 
 
 def aws_driver(emu):

@@ -46,12 +46,6 @@ def public_key_text(private_text):
 KEY = private_key_text()
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    with AwsEmulator() as running:
-        yield running
-
-
 @pytest.fixture(name="emu")
 def fresh_emulator(emulator):
     emulator.reset()

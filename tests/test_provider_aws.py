@@ -10,7 +10,7 @@ import time
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from aws_emulator import DEBIAN_IMAGE, DEBIAN_OWNER, AwsEmulator, Throttler, error_response
+from aws_emulator import DEBIAN_IMAGE, DEBIAN_OWNER, Throttler, error_response
 from lib.errors import CredentialsError, InputError, ProviderError, QuotaError, ResourceFailed
 from lib.planner import build_plan
 from lib.providers import aws, open_provider
@@ -20,18 +20,6 @@ ADMIN = ["203.0.113.0/24", "2001:db8::/32"]
 WORLD = {"0.0.0.0/0", "::/0"}
 TIERS = [("mini", False), ("small", False), ("small", True), ("small-failover", False),
          ("small-failover", True), ("production", False), ("production", True)]
-
-
-@pytest.fixture(scope="session")
-def emulator():
-    with AwsEmulator() as running:
-        yield running
-
-
-@pytest.fixture(name="emu")
-def fresh_emulator(emulator):
-    emulator.reset()
-    return emulator
 
 
 def make_driver(emu, calls=None, profile=None, **kwargs):

@@ -13,24 +13,11 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
-from aws_emulator import AwsEmulator
 from lib.planner import build_plan
 from lib.providers import aws
 from lib.providers.base import CallLog
 
 ADMIN = ["203.0.113.0/24"]
-
-
-@pytest.fixture(scope="module")
-def emulator():
-    with AwsEmulator() as running:
-        yield running
-
-
-@pytest.fixture(name="emu")
-def fresh_emulator(emulator):
-    emulator.reset()
-    return emulator
 
 
 def answer_lost(operation, times=1):
