@@ -205,7 +205,8 @@ class Run:  # pylint: disable=too-many-instance-attributes
                  % (address, "https" if tls else "plain http: the proxy is a stand-in",
                     PROBE_HOST))
         self.client.create_table()
-        probe = Probe(self.timeline, lambda: https_get(address, tls=tls), self.client.write)
+        probe = Probe(self.timeline, lambda: https_get(address, tls=tls), self.client.write,
+                      log=self.log)
         self.reactor = Reactor(self.box, self.timeline, self.config, self.say, self.log,
                                poll_interval=self.poll_interval)
         self.reactor.start()

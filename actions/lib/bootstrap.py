@@ -682,6 +682,9 @@ def prepare_host(connection, rendered, credentials=None, progress=None):
     uploaded, unchanged = _apply_uploads(connection, label, checked, _remote_files(marks))
     if uploaded:
         say("%s: uploaded %d file%s" % (host, len(uploaded), "" if len(uploaded) == 1 else "s"))
+        # Which ones (paths only, never contents): what an operator asks first of a re-run
+        # that changed a host.
+        say("%s: changed %s" % (host, ", ".join(sorted(uploaded))))
     else:
         say("%s: %d files unchanged" % (host, len(unchanged)))
     prepared = {"host": host, "docker": docker, "volumes": mounted, "registry": login,

@@ -37,8 +37,8 @@ class Probe:
     Sample per attempt to the timeline. web_check() -> (ok, detail); write(seq) -> (committed,
     detail), committed True only when the COMMIT returned. An attempt that raises failed."""
 
-    def __init__(self, timeline, web_check, write, interval=1.0):
-        self.timeline = timeline
+    def __init__(self, timeline, web_check, write, interval=1.0, log=None):
+        self.timeline, self.log = timeline, log
         self.web_check, self.write = web_check, write
         self.interval = interval
         self.next_seq = 1
@@ -60,6 +60,9 @@ class Probe:
             ok, detail = False, "%s: %s" % (type(exc).__name__, exc)
         sample = Sample(kind, started, self.timeline.clock(), bool(ok), detail, seq)
         self.timeline.add(sample)
+        if not ok and self.log:
+            # The run's log says why each failed probe failed (the table only counts them).
+            self.log("probe %s failed at %.1f: %s" % (kind, started, detail))
         return sample
 
     def start(self):

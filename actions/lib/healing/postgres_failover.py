@@ -193,8 +193,11 @@ def _remote_digest(connection, path):
 
 def _repoint_postgres_host(context, host, ssh, progress, primary=False, health_timeout=300):
     rendered = render_host(context, host["name"])
-    wanted = REPOINTED + ((rendered["compose_file"],) if primary else ())
-    files = [f for f in rendered["files"] if f["path"] in wanted]
+    # The primary gets every file of its render, the deploy's own: whatever names the primary
+    # (server.sh, init-replication.sh, pg_hba, PgBouncer's env, the compose labels) is then
+    # what the next deploy finds. A standby only learns where the primary is.
+    files = rendered["files"] if primary else [f for f in rendered["files"]
+                                               if f["path"] in REPOINTED]
     with operations.session(host, ssh, hosts=context["hosts"],
                             timeout=REACH_TIMEOUT) as connection:
         uploaded, _ = bootstrap.upload_changed(connection, files)
