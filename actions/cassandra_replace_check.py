@@ -1,5 +1,5 @@
 from dialog_action import DialogAction, progress, reports_errors
-from lib import cassandra_ops
+from lib.cluster import cassandra_ops
 from lib.deployment_record import unknown_deployment
 from lib.errors import InputError
 from lib.healing.cassandra_check import dead_address

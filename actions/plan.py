@@ -1,5 +1,5 @@
 from dialog_action import DialogAction, reports_errors
-from lib.cassandra_replace import check_replacing
+from lib.cluster.cassandra_replace import check_replacing
 from lib.tables import render_plan
 
 

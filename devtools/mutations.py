@@ -88,19 +88,19 @@ MUTATIONS = [
     Mutation(
         "cassandra-un-accepts-uj-decommission",
         "the decommission check counts a joining node (UJ) as up and normal",
-        [Edit("actions/lib/cassandra_ops.py",
+        [Edit("actions/lib/cluster/cassandra_ops.py",
               'down = [n["address"] for n in nodes if n["state"] != "UN"]',
               'down = [n["address"] for n in nodes if n["state"] not in ("UN", "UJ")]')]),
     Mutation(
         "cassandra-un-accepts-uj-scale-out",
         "the ring check before a Cassandra scale-out counts a joining node (UJ) as normal",
-        [Edit("actions/lib/cassandra_ops.py",
+        [Edit("actions/lib/cluster/cassandra_ops.py",
               'for n in nodes if n["state"] != "UN"]\n    listed',
               'for n in nodes if n["state"] not in ("UN", "UJ")]\n    listed')]),
     Mutation(
         "cassandra-un-accepts-uj-join-wait",
         "the join wait takes a node still joining (UJ) for joined",
-        [Edit("actions/lib/cassandra_ops.py",
+        [Edit("actions/lib/cluster/cassandra_ops.py",
               'if node is not None and node["state"] == "UN":',
               'if node is not None and node["state"] in ("UN", "UJ"):')]),
     Mutation(
@@ -121,7 +121,7 @@ MUTATIONS = [
     Mutation(
         "check-decommission-ignores-free-space",
         "the decommission check does not compare the survivors' free space with their share",
-        [Edit("actions/lib/cassandra_ops.py",
+        [Edit("actions/lib/cluster/cassandra_ops.py",
               'short = [n["address"] for n in survivors if free.get(n["address"], 0) < share]',
               "short = []")]),
     Mutation(

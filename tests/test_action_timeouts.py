@@ -25,8 +25,9 @@ import pytest
 import repair_gate
 import yaml
 
-from lib import bootstrap, cassandra_ops, health, operations
+from lib import bootstrap, health, operations
 from lib.cloud import preflight
+from lib.cluster import cassandra_ops
 from lib.healing import postgres_failover
 from lib.hosts import registry, ssh_path, volumes
 from lib.providers import aws, base, digitalocean

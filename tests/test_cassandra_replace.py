@@ -10,8 +10,8 @@ import uuid
 import pytest
 import yaml
 
-from lib.cassandra_ops import replace_gate
-from lib.cassandra_replace import check_replacing
+from lib.cluster.cassandra_ops import replace_gate
+from lib.cluster.cassandra_replace import check_replacing
 from lib.errors import InputError, ResourceFailed
 from lib.planner import build_plan
 from lib.render import render_host

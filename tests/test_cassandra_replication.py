@@ -4,7 +4,8 @@ sandbox hosts whose fake Cassandra emulates cqlsh's schema statements and nodeto
 
 import pytest
 
-from lib import bootstrap, cassandra_ops, health
+from lib import bootstrap, health
+from lib.cluster import cassandra_ops
 from lib.errors import ResourceFailed
 from sandbox_support import sandbox_hosts
 from test_ssh_jump_sandbox import host_python

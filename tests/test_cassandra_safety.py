@@ -19,7 +19,8 @@ import dialog_action
 from cassandra_cleanup import CassandraCleanupAction
 from cassandra_join import CassandraJoinAction
 from cassandra_settle import CassandraSettleAction
-from lib import bootstrap, cassandra_ops, health, pending_cleanup
+from lib import bootstrap, health, pending_cleanup
+from lib.cluster import cassandra_ops
 from lib.deployment_record import record_of, save_record
 from lib.deployment_secrets import ensure_secrets
 from lib.errors import ResourceFailed

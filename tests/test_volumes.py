@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from lib import cassandra_ops, health, prometheus
+from lib import health, prometheus
 from lib.cloud.volume_devices import aws_device, digitalocean_device, xen_device
+from lib.cluster import cassandra_ops
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
 from lib.planner import build_plan

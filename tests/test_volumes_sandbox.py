@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from lib import bootstrap, cassandra_ops, health
+from lib import bootstrap, health
+from lib.cluster import cassandra_ops
 from lib.errors import ResourceFailed
 from lib.hosts import volumes
 from aws_emulator import AwsEmulator

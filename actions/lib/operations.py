@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 
-from lib import bootstrap, cassandra_ops, health
+from lib import bootstrap, health
 from lib.catalog import default_catalog
+from lib.cluster import cassandra_ops
 from lib.errors import DialogError, InputError, ResourceFailed
 from lib.hosts import ssh_path
 from lib.render import public_address, render_host

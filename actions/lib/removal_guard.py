@@ -18,7 +18,7 @@ DRAINABLE = ("cassandra", "dialog-server")
 # The plan option that sets each stateful role's count (planner.build_plan), for the error.
 COUNT_FIELDS = {"cassandra": "cassandra_nodes", "dialog-server": "dialog_servers",
                 "storage": "storage_nodes", "postgres": "tier"}
-# Dialog's keyspaces replicate 3 times (lib.cassandra_ops.REPLICATION_FACTOR): nodetool
+# Dialog's keyspaces replicate 3 times (lib.cluster.cassandra_ops.REPLICATION_FACTOR): nodetool
 # decommission refuses to leave fewer live nodes than that, so neither does the guard.
 REPLICATION_FACTOR = 3
 WHAT = {"cassandra": "Cassandra node: its share of the ring's data is on it",

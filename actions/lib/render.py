@@ -19,7 +19,7 @@ import jinja2
 
 from lib.catalog import default_catalog, parse_port_range
 from lib.deployment_record import postgres_primary
-from lib.cassandra_replace import replace_address
+from lib.cluster.cassandra_replace import replace_address
 from lib.cloud.zones import cassandra_rack
 from lib.errors import InputError
 from lib.hosts.turn_peers import peer_rules

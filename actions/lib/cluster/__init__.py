@@ -1,0 +1,1 @@
+"""The Cassandra ring's operations: status, joins, cleanup, decommission, settle, replacement."""
