@@ -237,6 +237,23 @@ def test_a_lost_postgres_standby_is_only_replaced():
     assert "fence" not in changes(actions) and "postgres_promote" not in changes(actions)
 
 
+def test_the_only_postgres_server_is_never_fenced_and_a_human_is_told():
+    """A tier with one Postgres host has no standby to promote: fencing it would stop the only
+    copy of the data for nothing. The repair stops, the role is halted, chat says what to do,
+    and the lock is released (before, StackStorm refused to start the promote with no host and
+    the workflow ended holding the lock, the role not halted)."""
+    actions = HealActions(tier="small")
+    result = heal(actions, "postgres", "dialog-postgres-1")
+    assert result.status == "failed" and result.output["outcome"] == "failed"
+    assert changes(actions) == []
+    assert "only Postgres server" in result.output["failure"]
+    assert "FAILED" in actions.said[-1] and "only Postgres server" in actions.said[-1]
+    assert "role=postgres" in actions.said[-1]
+    assert not actions.locks
+    again = heal(actions, "postgres", "dialog-postgres-1")
+    assert again.output["outcome"] == "refused: halted" and changes(actions) == []
+
+
 def test_a_lost_cassandra_node_is_redeployed_replacing_its_old_address():
     actions = HealActions()
     meta = local_runner.load_action_metadata("dialog.deploy")
