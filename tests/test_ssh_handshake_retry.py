@@ -70,6 +70,10 @@ def test_other_failures_are_not_retried(monkeypatch):
     (ConnectionResetError(104, "Connection reset by peer"), True),
     (ConnectionRefusedError(111, "Connection refused"), False),
     (paramiko.SSHException("No existing session"), False),
+    # paramiko's packetizer when a packet's length does not decrypt: the byte stream of this
+    # connection is corrupt (seen through a jump proxy on a loaded machine, CI 2026-12-07); a
+    # new connection is the cure, as for a dropped handshake.
+    (paramiko.SSHException("Invalid packet blinding"), True),
 ])
 def test_what_counts_as_a_dropped_handshake(exc, dropped):
     assert bootstrap._dropped(exc) is dropped  # pylint: disable=protected-access

@@ -76,7 +76,10 @@ class JumpUnreachable(ProviderError):
 def _dropped(exc):
     if isinstance(exc, (EOFError, ConnectionResetError)):
         return True
-    return isinstance(exc, paramiko.SSHException) and "protocol banner" in str(exc)
+    # "Invalid packet blinding": paramiko read a packet length that does not decrypt, the
+    # connection's stream is corrupt; a new connection is the cure, as for a dropped banner.
+    return isinstance(exc, paramiko.SSHException) and (
+        "protocol banner" in str(exc) or "Invalid packet blinding" in str(exc))
 
 
 def connect(address, user="root", key_file=None, private_key_text=None, port=22, timeout=30.0,
