@@ -17,8 +17,10 @@ binaries=(/usr/lib/postgresql/15/bin/postgres /usr/sbin/pgbouncer /usr/sbin/ngin
 services=(postgresql pgbouncer nginx coturn prometheus-node-exporter)
 
 missing=0
+# -e, not -x: the stream module is a shared object, not executable, and -x sent every run of
+# dialog-local through apt-get update and install again.
 for binary in "${binaries[@]}"; do
-    [ -x "$binary" ] || missing=1
+    [ -e "$binary" ] || missing=1
 done
 [ "$missing" = 1 ] || exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then

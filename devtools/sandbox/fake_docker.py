@@ -774,16 +774,17 @@ def start_real_container(project, service, state):
     # Docker returns once the process runs; this waits until the published TCP ports listen,
     # so a server that refuses its configuration and exits at start fails `up` with its log.
     seconds = getattr(module, "START_SECONDS", 60)
+    addresses = ("127.0.0.1", spec["address"])
     deadline = time.monotonic() + seconds
     while child.poll() is None and time.monotonic() < deadline and \
-            not real_container.listening(record["ports"]):
+            not real_container.listening(record["ports"], addresses):
         time.sleep(0.1)
     if child.poll() is not None:
         raise DockerError("Error response from daemon: container %s (%s) exited with status "
                           "%s at start; its log ends:\n%s" % (
                               name, record["id"][:12], child.returncode,
                               real_container.log_tail(spec["log"])))
-    if not real_container.listening(record["ports"]):
+    if not real_container.listening(record["ports"], addresses):
         warn("container %s: its published ports do not listen after %ss" % (name, seconds))
     child.returncode = 0
     return record

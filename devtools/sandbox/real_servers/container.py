@@ -254,19 +254,27 @@ def exit_status(record):
     return None
 
 
-def listening(ports, timeout=0.2):
-    """True when every published TCP port accepts a connection."""
+def listening(ports, addresses=("127.0.0.1",), timeout=0.2):
+    """True when every published TCP port accepts a connection: on its host_ip, or, for a
+    port published on every address, on any of `addresses`. A server on the host's network
+    may listen on the private address only (node_exporter's --web.listen-address), so
+    127.0.0.1 alone would keep `up` waiting for a server that is already serving."""
     for port in ports:
         if port["protocol"] != "tcp" or not port.get("served", True):
             continue
-        address = port["host_ip"] or "127.0.0.1"
-        try:
-            with socket.create_connection((address.strip("[]"), port["container_port"]),
-                                          timeout=timeout):
-                pass
-        except OSError:
+        candidates = [port["host_ip"]] if port["host_ip"] else list(addresses)
+        if not any(_accepts(address, port["container_port"], timeout)
+                   for address in candidates):
             return False
     return True
+
+
+def _accepts(address, port, timeout):
+    try:
+        with socket.create_connection((address.strip("[]"), port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def log_tail(path, lines=15):
