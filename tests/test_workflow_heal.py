@@ -213,6 +213,31 @@ def test_a_chat_that_does_not_answer_never_stops_a_repair_nor_marks_it_failed(ro
     assert not actions.locks
 
 
+@pytest.mark.parametrize("role, host", [("proxy", "dialog-proxy-1"),
+                                        ("dialog_server", "dialog-dialog-server-2"),
+                                        ("postgres", "dialog-postgres-1"),
+                                        ("cassandra", "dialog-cassandra-2")])
+def test_a_repair_whose_end_cannot_be_recorded_says_it_was_repaired(role, host):
+    """The host was replaced, then dialog.repair_done failed (the datastore did not answer):
+    chat must not say the repair "did not run" (it did), and must say what a human does now.
+    The brakes still count the repair as running, so the next fault is refused, not repaired."""
+    actions = HealActions(fail={"repair_done:" + host: "datastore: connection refused"})
+    result = heal(actions, role, host)
+    assert result.status == "failed" and result.output["outcome"] == "failed"
+    assert host in {h["name"] for h in actions.hosts}
+    said = actions.said[-1]
+    assert "did not run" not in said, said
+    assert "%s was repaired" % host in said and "could not be recorded" in said, said
+    assert "connection refused" in said
+    assert "st2 run dialog.repair_reset deployment=dialog" in said
+    assert not actions.locks
+    other = "dialog-dialog-server-3" if role != "dialog_server" else "dialog-proxy-2"
+    again = heal(actions, "dialog_server" if role != "dialog_server" else "proxy", other)
+    assert again.output["outcome"].startswith("refused"), again.output
+    assert other in {h["name"] for h in actions.hosts}
+    assert [p["host"] for p in actions.names("retire_host")] == [host]
+
+
 def _requires(*names):
     missing = [n for n in names if workflow_runner.load_action_metadata("dialog." + n) is None]
     if missing:
