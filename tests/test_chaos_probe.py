@@ -91,6 +91,21 @@ def test_writes_outside_the_window_are_not_the_faults():
     assert row.committed == 3 and row.lost == 3 and row.failed_writes == 0
 
 
+def test_a_probe_in_flight_when_the_next_fault_hits_is_that_faults_failure():
+    """A write started 0.1 s before the second fault was injected and timed out 2 s later,
+    because of it (seen in a bench run). The first fault's service came back at 3.2 s; the
+    failed write belongs to the second fault."""
+    timeline = Timeline(clock=Clock(0.0))
+    for sample in samples(WRITE, ".xx....") + [
+            Sample(WRITE, 6.9, 9.0, False, "timeout expired", seq=99)] + samples(
+                WRITE, "x...", start=9.5):
+        timeline.add(sample)
+    first = figures(timeline, "proxy-1 killed", "chaos-proxy-1", 0.0, 7.0, set())
+    second = figures(timeline, "postgres primary killed", "chaos-postgres-1", 7.0, 20.0, set())
+    assert first.service_back == 3.2 and first.failed_writes == 2
+    assert second.failed_writes == 2 and second.service_back == 3.7
+
+
 # --- the probe ----------------------------------------------------------------------------------
 
 def test_a_write_counts_as_committed_only_when_its_commit_returned():

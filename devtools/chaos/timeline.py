@@ -58,14 +58,17 @@ class Timeline:
                 and all(e.fields.get(k) == v for k, v in match.items())]
 
     def samples(self, kind=None, start=None, end=None):
-        """Samples of `kind` that started in [start, end)."""
+        """Samples of `kind` that ended in [start, end). By their end, not their start: a write
+        in flight when a fault is injected, which then times out, is that fault's failure. By
+        its start it counted in the window before, as that window's last sample, and made the
+        earlier fault's service "never" back."""
         with self._lock:
             found = list(self._samples)
         return [s for s in found if (kind is None or s.kind == kind)
-                and _within(s.started, start, end)]
+                and _within(s.ended, start, end)]
 
     def committed(self, start=None, end=None):
-        """Sequence numbers whose COMMIT returned, for writes started in [start, end)."""
+        """Sequence numbers whose COMMIT returned, for writes that ended in [start, end)."""
         return [s.seq for s in self.samples(WRITE, start, end) if s.ok]
 
 
