@@ -101,18 +101,23 @@ def run(client, command):
     return status, stdout.read().decode(), stderr.read().decode()
 
 
-def connect_seconds(address, port=22):
+def connect_seconds(address, port=22, timeout=5):
     """(error class name or None, seconds) of reaching an sshd from this machine. Reading the
     banner matters: a transparent proxy on the way out may accept any TCP connection."""
     started = time.monotonic()
     try:
-        with socket.create_connection((address, port), timeout=5) as sock:
-            sock.settimeout(1)
-            if sock.recv(4) != b"SSH-":
-                return "NoBanner", time.monotonic() - started
-        return None, time.monotonic() - started
+        sock = socket.create_connection((address, port), timeout=timeout)
     except OSError as exc:
         return type(exc).__name__, time.monotonic() - started
+    with sock:
+        sock.settimeout(1)
+        try:
+            banner = sock.recv(4)
+        except OSError:
+            banner = b""
+        if banner != b"SSH-":
+            return "NoBanner", time.monotonic() - started
+    return None, time.monotonic() - started
 
 
 def test_only_the_image_user_logs_in_and_sudo_needs_no_password(strict):
@@ -156,9 +161,31 @@ def test_runner_reaches_hosts_only_at_public_addresses(strict):
             client.close()
     finally:
         strict.set_public_address("b", None)
-    assert connect_seconds("54.214.7.9")[0] is not None
+    # The address reaches nobody now, and stays in the sandbox: no answer, a timeout, as toward
+    # a cloud address with no instance (not the real 54.214.7.9 through the default route).
+    assert connect_seconds("54.214.7.9", timeout=2)[0] == "TimeoutError"
     with pytest.raises(SandboxError, match="cannot be a public address"):
         strict.set_public_address("b", "127.5.6.7")
+
+
+def test_a_killed_hosts_public_address_times_out_inside_the_sandbox(strict):
+    """The chaos run kills proxy-1 with its Elastic IP still associated: the sensor's SSH and
+    the client's HTTPS to that address must find nobody (a timeout), as on AWS, until the
+    address moves; they went out to the internet instead (an SSH connection with no banner,
+    HTTP 404 from the machine's egress proxy)."""
+    strict.boot("c", "10.83.0.13")
+    strict.wait_ready("c")
+    strict.set_public_address("c", "54.214.7.10")
+    assert connect_seconds("54.214.7.10") == (None, pytest.approx(0, abs=1))
+    strict.kill("c")
+    assert connect_seconds("54.214.7.10", timeout=2)[0] == "TimeoutError"
+    # Moved to a live host, it answers again.
+    strict.set_public_address("c", None)
+    strict.set_public_address("b", "54.214.7.10")
+    try:
+        assert connect_seconds("54.214.7.10") == (None, pytest.approx(0, abs=1))
+    finally:
+        strict.set_public_address("b", None)
 
 
 def test_internet_needs_egress_and_fails_fast_without(strict, internet_server):

@@ -531,6 +531,7 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
         self.internet_link = "%s%sin" % (PREFIX, self.token)
         self._public = {}   # host name -> public address translated to it (AWS: NAT)
         self._egress = set()  # host names with a way to the internet
+        self._silent = set()  # public addresses handed out that reach no host now
         self._public_bridge_made = False
         self.table = str(int(self.token, 16) % 2000000000 + 1000)
         self.ssh_key_path = os.path.join(self.workdir, "id_ed25519")
@@ -810,15 +811,23 @@ class SandboxHosts:  # pylint: disable=too-many-instance-attributes
                 self.public_gateway
         else:
             target, bridge, source = host.address, self.bridge, self.gateway
+        if public in self._silent:
+            self.firewall.set_silent(public, False)
+            self._silent.discard(public)
         self.firewall.set_public(public, target)
         _run("ip", "route", "replace", "%s/32" % public, "dev", bridge, "src", source)
         host.published = public
 
     def _unpublish(self, host):
+        """Stop translating the host's public address. The address stays the sandbox's: its
+        route stays and the firewall drops this machine's packets to it (see network.py,
+        ``silent``), so they never leave for the real address of that name."""
         if host.published is None:
             return
         self.firewall.set_public(host.published, None)
-        _run("ip", "route", "del", "%s/32" % host.published, check=False)
+        if host.published not in self._silent:
+            self.firewall.set_silent(host.published, True)
+            self._silent.add(host.published)
         host.published = None
 
     def _apply_egress(self, host):

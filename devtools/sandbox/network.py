@@ -15,7 +15,13 @@ One nftables table ``inet dsb<token>`` per SandboxHosts (named with the owner's 
   sandbox's own sockets marked with ``INTERNAL_MARK`` (SO_MARK) pass;
 * ``egress``: the set of host addresses that may reach the internet address. On AWS a host
   reaches the internet only with a public address and a route to an internet gateway, or a
-  route to a NAT gateway; every other host's packets to it are refused at once.
+  route to a NAT gateway; every other host's packets to it are refused at once;
+* ``silent``: public addresses the sandbox handed out that reach no host now (the host killed,
+  stopped or terminated, the address released or not yet moved). This machine's packets to
+  them are dropped, so a connection times out as it does toward a cloud address with no live
+  instance behind it. Without it they took the machine's default route to the real address
+  on the internet (which a transparent egress proxy answered: an SSH connection with no
+  banner, an HTTP 404).
 """
 
 import ipaddress
@@ -87,13 +93,16 @@ class Firewall:
     def create(self):
         rules = ["table inet %s {" % self.table,
                  "  set egress { type ipv4_addr; }",
+                 "  set silent { type ipv4_addr; }",
                  "  map public { type ipv4_addr : ipv4_addr; }",
                  "  chain nat_output {",
                  "    type nat hook output priority -100; policy accept;",
                  "    dnat ip to ip daddr map @public",
                  "  }",
                  "  chain output {",
-                 "    type filter hook output priority 0; policy accept;"]
+                 "    type filter hook output priority 0; policy accept;",
+                 # After nat_output: a translated address is a host's, not silent.
+                 "    ip daddr @silent drop"]
         if self.runner_outside:
             private = "ip daddr { %s }" % ", ".join(self.private)
             rules += ["    ct state established,related accept",
@@ -123,6 +132,11 @@ class Firewall:
         _nft("delete element inet %s public { %s }\n" % (self.table, public)
              if target is None else
              "add element inet %s public { %s : %s }\n" % (self.table, public, target))
+
+    def set_silent(self, public, silent):
+        """Drop (silent=True) or stop dropping this machine's packets to `public`."""
+        _nft("%s element inet %s silent { %s }\n"
+             % ("add" if silent else "delete", self.table, public))
 
     def set_egress(self, address, allowed):
         _nft("%s element inet %s egress { %s }\n"
