@@ -13,7 +13,8 @@ SCRIPT = os.path.join(ROOT, "devtools", "install_real_servers.sh")
 
 
 def checked_paths():
-    text = open(SCRIPT, encoding="utf-8").read()
+    with open(SCRIPT, encoding="utf-8") as handle:
+        text = handle.read()
     block = re.search(r"binaries=\((.*?)\)", text, re.S).group(1)
     return block.split()
 
