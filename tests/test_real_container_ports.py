@@ -2,16 +2,10 @@
 published TCP port accepts a connection, and a server on the host's network may listen on the
 host's private address only (node_exporter's --web.listen-address=<private>:9100)."""
 
-import os
 import socket
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "devtools"))
-
-from sandbox.real_servers import container  # noqa: E402  pylint: disable=wrong-import-position
+from sandbox.real_servers import container
 
 # Linux answers on all of 127.0.0.0/8: 127.0.0.2 plays the host's private address.
 PRIVATE = "127.0.0.2"
